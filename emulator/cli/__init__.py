@@ -1,0 +1,1 @@
+"""The ``meshfleet`` command: click parses and delegates, nothing more."""
