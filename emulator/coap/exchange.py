@@ -1,0 +1,389 @@
+"""Sans-IO CoAP exchange layer (RFC 7252, sections 4 and 5.3) for many endpoints.
+
+One :class:`ExchangeLayer` serves every local address of a process (the fleet's
+thousands of devices, or the head-end's one). It does what the message layer
+of RFC 7252 asks, keyed by the *pair* of endpoints, never by the remote alone:
+
+- duplicate detection by ``(local, remote, mid)``: a duplicate CON gets the
+  cached answer again, a duplicate NON is dropped (section 4.5);
+- message ids per ``(local, remote)`` pair for what we send (section 4.4);
+- tokens to match responses, piggybacked or separate, to our requests;
+- retransmission of our CON requests with exponential back-off (section 4.2),
+  an empty ACK for separate responses, RST for what we cannot match.
+
+Theory of operation: :meth:`receive_datagram` and :meth:`handle_timer` return
+events; everything to send is queued and drained by :meth:`datagrams_to_send`;
+:meth:`get_timer` gives the one deadline the edge must arm. Time is always
+passed in (``now``, seconds). State is bounded: duplicate records expire after
+EXCHANGE_LIFETIME (NON_LIFETIME for NON) and are capped in number; idle
+message-id counters are dropped after EXCHANGE_LIFETIME.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import deque
+from dataclasses import dataclass
+from typing import NamedTuple, TypeAlias
+
+from emulator.coap.message import (
+    CoapError,
+    Message,
+    Type,
+    decode,
+    encode,
+    is_request,
+)
+
+Addr: TypeAlias = tuple[str, int]
+"""An endpoint: (IPv6 address text, UDP port)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransportTuning:
+    """RFC 7252 section 4.8 transmission parameters (defaults as specified)."""
+
+    ack_timeout: float = 2.0
+    ack_random_factor: float = 1.5
+    max_retransmit: int = 4
+    exchange_lifetime: float = 247.0
+    non_lifetime: float = 145.0
+    max_dedup_records: int = 500_000
+    """Cap on remembered message ids; the oldest go first beyond it."""
+
+
+class Datagram(NamedTuple):
+    """A datagram to send from ``local`` to ``remote``."""
+
+    data: bytes
+    local: Addr
+    remote: Addr
+
+
+class IncomingRequest(NamedTuple):
+    """A new (not duplicate) request; answer it with :meth:`respond`."""
+
+    message: Message
+    local: Addr
+    remote: Addr
+
+
+class IncomingResponse(NamedTuple):
+    """A response to a request we sent with :meth:`ExchangeLayer.request`."""
+
+    handle: int
+    message: Message
+    local: Addr
+    remote: Addr
+
+
+class RequestFailed(NamedTuple):
+    """Our CON request got no answer after MAX_RETRANSMIT, or an RST."""
+
+    handle: int
+    local: Addr
+    remote: Addr
+    reason: str
+
+
+Event: TypeAlias = IncomingRequest | IncomingResponse | RequestFailed
+
+
+@dataclass(slots=True)
+class _Pending:
+    handle: int
+    datagram: Datagram
+    mid: int
+    confirmable: bool
+    attempts: int
+    timeout: float
+    deadline: float
+    acked: bool = False
+
+
+class ExchangeLayer:
+    """The message and token layers of CoAP for every local endpoint at once."""
+
+    def __init__(
+        self, tuning: TransportTuning | None = None, *, seed: int | None = None
+    ) -> None:
+        self.tuning = tuning or TransportTuning()
+        self._rng = random.Random(seed)
+        self._out: list[Datagram] = []
+        # (local, remote, mid) -> cached answer (None: NON or not yet answered)
+        self._seen: dict[tuple[Addr, Addr, int], bytes | None] = {}
+        self._seen_order: deque[tuple[float, tuple[Addr, Addr, int]]] = deque()
+        # (local, remote) -> [next mid, last use]
+        self._mids: dict[tuple[Addr, Addr], list[float]] = {}  # [next mid, last use]
+        self._mid_order: deque[tuple[float, tuple[Addr, Addr]]] = deque()
+        # (local, remote, token) -> pending request; (local, remote, mid) -> same
+        self._by_token: dict[tuple[Addr, Addr, bytes], _Pending] = {}
+        self._by_mid: dict[tuple[Addr, Addr, int], _Pending] = {}
+        self._timers: list[tuple[float, int, tuple[Addr, Addr, bytes]]] = []
+        self._next_handle = 1
+        self._token_counter = self._rng.getrandbits(32)
+        self.stats = {"duplicates": 0, "malformed": 0, "retransmits": 0, "rst": 0}
+
+    # -- receiving -------------------------------------------------------
+
+    def receive_datagram(
+        self, data: bytes, local: Addr, remote: Addr, now: float
+    ) -> Event | None:
+        """Process one datagram; return the event it makes, if any."""
+        try:
+            msg = decode(data)
+        except CoapError as exc:
+            self.stats["malformed"] += 1
+            if exc.mid is not None and data[0] >> 4 & 3 == Type.CON:
+                self._queue(Message(Type.RST, 0, exc.mid), local, remote)
+            return None
+        if is_request(msg.code):
+            return self._receive_request(msg, local, remote, now)
+        if msg.code == 0:
+            return self._receive_empty(msg, local, remote)
+        return self._receive_response(msg, local, remote, now)
+
+    def _receive_request(
+        self, msg: Message, local: Addr, remote: Addr, now: float
+    ) -> IncomingRequest | None:
+        if msg.type > Type.NON:
+            self.stats["malformed"] += 1
+            return None
+        key = (local, remote, msg.mid)
+        if key in self._seen:
+            self.stats["duplicates"] += 1
+            cached = self._seen[key]
+            if cached is not None:
+                self._out.append(Datagram(cached, local, remote))
+            return None
+        self._remember(key, now, msg.type == Type.CON)
+        return IncomingRequest(msg, local, remote)
+
+    def _receive_empty(
+        self, msg: Message, local: Addr, remote: Addr
+    ) -> RequestFailed | None:
+        if msg.type == Type.CON:  # CoAP ping
+            self._queue(Message(Type.RST, 0, msg.mid), local, remote)
+            return None
+        pending = self._by_mid.get((local, remote, msg.mid))
+        if pending is None:
+            return None
+        if msg.type == Type.ACK:
+            pending.acked = True  # separate response follows
+            return None
+        self.stats["rst"] += 1
+        self._forget(pending, local, remote)
+        return RequestFailed(pending.handle, local, remote, "reset by peer")
+
+    def _receive_response(
+        self, msg: Message, local: Addr, remote: Addr, now: float
+    ) -> IncomingResponse | None:
+        if msg.type == Type.CON:
+            key = (local, remote, msg.mid)
+            if key in self._seen:
+                self.stats["duplicates"] += 1
+                self._queue(Message(Type.ACK, 0, msg.mid), local, remote)
+                return None
+            self._remember(key, now, True)
+        pending = self._by_token.get((local, remote, msg.token))
+        if pending is None:
+            if msg.type == Type.CON:
+                self._queue(Message(Type.RST, 0, msg.mid), local, remote)
+            return None
+        if msg.type == Type.CON:
+            self._queue(Message(Type.ACK, 0, msg.mid), local, remote)
+        self._forget(pending, local, remote)
+        return IncomingResponse(pending.handle, msg, local, remote)
+
+    # -- answering -------------------------------------------------------
+
+    def respond(
+        self,
+        request: IncomingRequest,
+        code: int,
+        payload: bytes = b"",
+        options: list[tuple[int, bytes]] | None = None,
+        *,
+        now: float,
+    ) -> None:
+        """Answer a request: piggybacked ACK for CON, a NON response for NON."""
+        req = request.message
+        if req.type == Type.CON:
+            msg = Message(Type.ACK, code, req.mid, req.token, options or [], payload)
+            data = encode(msg)
+            key = (request.local, request.remote, req.mid)
+            if key in self._seen:
+                self._seen[key] = data
+        else:
+            mid = self._next_mid(request.local, request.remote, now)
+            msg = Message(Type.NON, code, mid, req.token, options or [], payload)
+            data = encode(msg)
+        self._out.append(Datagram(data, request.local, request.remote))
+
+    def acknowledge(self, request: IncomingRequest) -> None:
+        """Empty ACK for a CON request that will not be answered (e.g. silence)."""
+        if request.message.type == Type.CON:
+            self._queue(Message(Type.ACK, 0, request.message.mid), *request[1:])
+
+    # -- requesting ------------------------------------------------------
+
+    def request(
+        self,
+        local: Addr,
+        remote: Addr,
+        message: Message,
+        now: float,
+        *,
+        expect_response: bool = True,
+    ) -> int:
+        """Send a request; fills in mid and token; return a handle.
+
+        CON requests are retransmitted until answered or failed. A NON request
+        with ``expect_response`` waits EXCHANGE_LIFETIME for a NON response,
+        then is forgotten silently.
+        """
+        message.mid = self._next_mid(local, remote, now)
+        if expect_response or message.type == Type.CON:
+            message.token = self._new_token()
+        datagram = Datagram(encode(message), local, remote)
+        self._out.append(datagram)
+        handle = self._next_handle
+        self._next_handle += 1
+        if not (expect_response or message.type == Type.CON):
+            return handle
+        confirmable = message.type == Type.CON
+        t = self.tuning
+        timeout = t.ack_timeout * self._rng.uniform(1.0, t.ack_random_factor)
+        deadline = now + (timeout if confirmable else t.exchange_lifetime)
+        pending = _Pending(
+            handle, datagram, message.mid, confirmable, 0, timeout, deadline
+        )
+        tkey = (local, remote, message.token)
+        self._by_token[tkey] = pending
+        self._by_mid[(local, remote, message.mid)] = pending
+        heapq.heappush(self._timers, (deadline, handle, tkey))
+        return handle
+
+    def send_non(self, local: Addr, remote: Addr, message: Message, now: float) -> None:
+        """Send a NON message that expects no answer (multicast, async reply)."""
+        self.request(local, remote, message, now, expect_response=False)
+
+    # -- timers ----------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        """The earliest deadline at which :meth:`handle_timer` has work."""
+        candidates = []
+        if self._timers:
+            candidates.append(self._timers[0][0])
+        if self._seen_order:
+            candidates.append(self._seen_order[0][0])
+        if self._mid_order:
+            candidates.append(self._mid_order[0][0])
+        return min(candidates) if candidates else None
+
+    def handle_timer(self, now: float) -> list[Event]:
+        """Retransmit, fail timed-out requests, expire old state."""
+        events: list[Event] = []
+        while self._timers and self._timers[0][0] <= now:
+            deadline, handle, tkey = heapq.heappop(self._timers)
+            pending = self._by_token.get(tkey)
+            if pending is None or pending.handle != handle:
+                continue
+            if pending.deadline != deadline:
+                continue
+            failed = self._retransmit_or_fail(pending, tkey, now)
+            if failed is not None:
+                events.append(failed)
+        self._expire(now)
+        return events
+
+    def _retransmit_or_fail(
+        self, pending: _Pending, tkey: tuple[Addr, Addr, bytes], now: float
+    ) -> RequestFailed | None:
+        local, remote = tkey[0], tkey[1]
+        if not pending.confirmable or pending.acked:
+            # NON request or ACKed CON: give up waiting for the response
+            reason = "no response" if pending.acked else ""
+            self._forget(pending, local, remote)
+            if pending.confirmable:
+                return RequestFailed(pending.handle, local, remote, reason)
+            return None
+        if pending.attempts >= self.tuning.max_retransmit:
+            self._forget(pending, local, remote)
+            return RequestFailed(pending.handle, local, remote, "no answer")
+        pending.attempts += 1
+        pending.timeout *= 2
+        pending.deadline = now + pending.timeout
+        self.stats["retransmits"] += 1
+        self._out.append(pending.datagram)
+        heapq.heappush(self._timers, (pending.deadline, pending.handle, tkey))
+        return None
+
+    def _expire(self, now: float) -> None:
+        seen, order = self._seen, self._seen_order
+        while order and (
+            order[0][0] <= now or len(seen) > self.tuning.max_dedup_records
+        ):
+            seen.pop(order.popleft()[1], None)
+        mids, morder = self._mids, self._mid_order
+        life = self.tuning.exchange_lifetime
+        while morder and morder[0][0] <= now:
+            pair = morder.popleft()[1]
+            entry = mids.get(pair)
+            if entry is None:
+                continue
+            if entry[1] + life <= now:
+                del mids[pair]
+            else:  # used since: check again when its last use expires
+                morder.append((entry[1] + life, pair))
+
+    # -- draining --------------------------------------------------------
+
+    def datagrams_to_send(self) -> list[Datagram]:
+        """Everything queued since the last call, in order."""
+        out, self._out = self._out, []
+        return out
+
+    @property
+    def pending_requests(self) -> int:
+        return len(self._by_token)
+
+    # -- internals -------------------------------------------------------
+
+    def _queue(self, msg: Message, local: Addr, remote: Addr) -> None:
+        self._out.append(Datagram(encode(msg), local, remote))
+
+    def _remember(self, key: tuple[Addr, Addr, int], now: float, con: bool) -> None:
+        t = self.tuning
+        self._seen[key] = None
+        life = t.exchange_lifetime if con else t.non_lifetime
+        self._seen_order.append((now + life, key))
+        if len(self._seen) > t.max_dedup_records:
+            self._expire(now)
+
+    def _next_mid(self, local: Addr, remote: Addr, now: float) -> int:
+        pair = (local, remote)
+        entry = self._mids.get(pair)
+        if entry is None:
+            entry = [self._rng.getrandbits(16), now]
+            self._mids[pair] = entry
+            self._mid_order.append((now + self.tuning.exchange_lifetime, pair))
+        mid = int(entry[0])
+        entry[0] = (mid + 1) & 0xFFFF
+        entry[1] = now
+        return mid
+
+    def _new_token(self) -> bytes:
+        self._token_counter = (self._token_counter + 1) & 0xFFFFFFFF
+        return self._token_counter.to_bytes(4, "big")
+
+    def _forget(self, pending: _Pending, local: Addr, remote: Addr) -> None:
+        token = decode_token(pending.datagram.data)
+        self._by_token.pop((local, remote, token), None)
+        self._by_mid.pop((local, remote, pending.mid), None)
+
+
+def decode_token(data: bytes) -> bytes:
+    """The token of an encoded message (header already validated)."""
+    return data[4 : 4 + (data[0] & 0x0F)]

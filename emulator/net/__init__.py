@@ -1,0 +1,1 @@
+"""Thin asyncio edges: UDP sockets and the one timer (the only I/O layer)."""

@@ -1,0 +1,251 @@
+"""Thin asyncio UDP edge shared by the fleet and the head-end.
+
+The only layer of meshfleet that touches sockets. One :class:`UdpEndpoint` wraps
+one non-blocking IPv6 UDP socket:
+
+- batched receive: the loop's reader callback drains up to ``batch`` datagrams
+  with ``recvmsg`` and hands them over in one call, so there is no task and no
+  per-datagram buffer of asyncio's size;
+- with ``pktinfo`` the local (destination) address of every datagram is read
+  from IPV6_PKTINFO, and every datagram is sent from the local address given,
+  which lets one socket bound to ``[::]`` serve thousands of device addresses
+  (IPV6_FREEBIND allows any source in a prefix routed to us, RFC 3542 6.1);
+- multicast joins (IPV6_JOIN_GROUP) per group address and interface;
+- a socket receive buffer of 4 MiB or more so that bursts are not dropped.
+
+Sends that would block are queued and flushed when the socket is writable.
+:class:`OneTimer` keeps a single loop timer for a sans-IO core's deadline.
+
+Time: every ``now`` and deadline in meshfleet is POSIX seconds (``time.time()``),
+so device clocks, CSMP CurrentTime, load times and timers share one base.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import struct
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import TypeAlias
+
+log = logging.getLogger(__name__)
+
+Addr: TypeAlias = tuple[str, int]
+Received: TypeAlias = tuple[bytes, Addr, Addr]
+"""(data, local, remote) of one received datagram."""
+OnDatagrams: TypeAlias = Callable[[list[Received], float], None]
+
+IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
+IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
+IPV6_FREEBIND = 78
+_CMSG_SPACE = socket.CMSG_SPACE(20)
+DEFAULT_RCVBUF = 8 * 1024 * 1024
+MAX_DATAGRAM = 2048
+"""Largest datagram we read (CSMP payloads stay near 1 KiB, the mesh MTU)."""
+
+
+def _set_buffer(sock: socket.socket, option: int, force: int, size: int) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, force, size)  # root: past rmem_max
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, option, size)
+
+
+def open_socket(
+    bind: Addr,
+    *,
+    pktinfo: bool = False,
+    freebind: bool = False,
+    rcvbuf: int = DEFAULT_RCVBUF,
+    reuse_port: bool = False,
+) -> socket.socket:
+    """A non-blocking IPv6 UDP socket bound to ``bind``."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        _set_buffer(sock, socket.SO_RCVBUF, 33, rcvbuf)  # 33: SO_RCVBUFFORCE
+        _set_buffer(sock, socket.SO_SNDBUF, 32, rcvbuf)  # 32: SO_SNDBUFFORCE
+        if pktinfo:
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+        if freebind:
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
+        sock.bind(bind)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class UdpEndpoint:
+    """One UDP socket on the event loop, batched in and queued out."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        on_datagrams: OnDatagrams,
+        *,
+        pktinfo: bool = False,
+        batch: int = 256,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.sock = sock
+        self.pktinfo = pktinfo
+        self.local: Addr = sock.getsockname()[:2]
+        self._on_datagrams = on_datagrams
+        self._batch = batch
+        self._loop = loop or asyncio.get_running_loop()
+        self._backlog: deque[tuple[bytes, Addr, Addr]] = deque()
+        self._addr_text: dict[bytes, str] = {}
+        self._addr_bytes: dict[str, bytes] = {}
+        self.sent = 0
+        self.received = 0
+        self.send_errors = 0
+        self._loop.add_reader(sock.fileno(), self._on_readable)
+
+    # -- receive ---------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        batch: list[Received] = []
+        recvmsg = self.sock.recvmsg
+        port = self.local[1]
+        text = self._addr_text
+        try:
+            for _ in range(self._batch):
+                if self.pktinfo:
+                    data, anc, _flags, remote = recvmsg(MAX_DATAGRAM, _CMSG_SPACE)
+                    dst = anc[0][2][:16] if anc else b""
+                    host = text.get(dst)
+                    if host is None:
+                        host = self._remember(dst)
+                    batch.append((data, (host, port), remote[:2]))
+                else:
+                    data, _anc, _flags, remote = recvmsg(MAX_DATAGRAM)
+                    batch.append((data, self.local, remote[:2]))
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:  # e.g. ICMP port unreachable reported late
+            log.debug("recvmsg on %s: %s", self.local, exc)
+        if batch:
+            self.received += len(batch)
+            self._on_datagrams(batch, time.time())
+
+    def _remember(self, raw: bytes) -> str:
+        host = socket.inet_ntop(socket.AF_INET6, raw) if len(raw) == 16 else "::"
+        if len(self._addr_text) < 1_000_000:
+            self._addr_text[raw] = host
+        return host
+
+    # -- send ------------------------------------------------------------
+
+    def send(self, datagrams: Iterable[tuple[bytes, Addr, Addr]]) -> None:
+        """Send (data, local, remote) datagrams, from ``local`` when pktinfo."""
+        if self._backlog:
+            self._backlog.extend(datagrams)
+            return
+        for i, item in enumerate(datagrams):
+            if not self._send_one(*item):
+                self._backlog.append(item)
+                if isinstance(datagrams, list):
+                    self._backlog.extend(datagrams[i + 1 :])
+                    break
+        if self._backlog:
+            self._loop.add_writer(self.sock.fileno(), self._flush)
+
+    def _send_one(self, data: bytes, local: Addr, remote: Addr) -> bool:
+        try:
+            if self.pktinfo and local[0] != "::":
+                src = self._addr_bytes.get(local[0])
+                if src is None:
+                    src = socket.inet_pton(socket.AF_INET6, local[0])
+                    if len(self._addr_bytes) < 1_000_000:
+                        self._addr_bytes[local[0]] = src
+                anc = [(socket.IPPROTO_IPV6, IPV6_PKTINFO, src + b"\0\0\0\0")]
+                self.sock.sendmsg([data], anc, 0, remote)
+            else:
+                self.sock.sendto(data, remote)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            self.send_errors += 1
+            if exc.errno not in (errno.ECONNREFUSED, errno.ENETUNREACH):
+                log.debug("send %s -> %s failed: %s", local, remote, exc)
+        else:
+            self.sent += 1
+        return True
+
+    def _flush(self) -> None:
+        while self._backlog:
+            if not self._send_one(*self._backlog[0]):
+                return
+            self._backlog.popleft()
+        self._loop.remove_writer(self.sock.fileno())
+
+    @property
+    def backlog(self) -> int:
+        return len(self._backlog)
+
+    # -- multicast -------------------------------------------------------
+
+    def join_group(self, group: str, ifindex: int = 0) -> None:
+        """Join an IPv6 multicast group on an interface (0: the default)."""
+        mreq = socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", ifindex)
+        self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+
+    def leave_group(self, group: str, ifindex: int = 0) -> None:
+        mreq = socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", ifindex)
+        self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_LEAVE_GROUP, mreq)
+
+    def set_multicast_out(self, ifindex: int, hops: int = 8, loop: bool = True) -> None:
+        """Interface, hop limit and loopback of multicast we send."""
+        s = self.sock
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, hops)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, int(loop))
+
+    def close(self) -> None:
+        if self.sock.fileno() >= 0:
+            self._loop.remove_reader(self.sock.fileno())
+            self._loop.remove_writer(self.sock.fileno())
+            self.sock.close()
+
+
+class OneTimer:
+    """A single loop timer for a sans-IO core: arm(deadline) keeps the earliest."""
+
+    def __init__(
+        self,
+        callback: Callable[[], None],
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self._callback = callback
+        self._loop = loop or asyncio.get_running_loop()
+        self._handle: asyncio.TimerHandle | None = None
+        self._when = float("inf")
+
+    def arm(self, deadline: float | None) -> None:
+        """Fire at ``deadline`` (POSIX seconds) unless armed earlier already."""
+        if deadline is None or deadline >= self._when:
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+        self._when = deadline
+        delay = max(0.0, deadline - time.time())
+        self._handle = self._loop.call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        self._when = float("inf")
+        self._callback()
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = None
+        self._when = float("inf")
