@@ -141,7 +141,7 @@ class ExchangeLayer:
         if is_request(msg.code):
             return self._receive_request(msg, local, remote, now)
         if msg.code == 0:
-            return self._receive_empty(msg, local, remote)
+            return self._receive_empty(msg, local, remote, now)
         return self._receive_response(msg, local, remote, now)
 
     def _receive_request(
@@ -161,7 +161,7 @@ class ExchangeLayer:
         return IncomingRequest(msg, local, remote)
 
     def _receive_empty(
-        self, msg: Message, local: Addr, remote: Addr
+        self, msg: Message, local: Addr, remote: Addr, now: float
     ) -> RequestFailed | None:
         if msg.type == Type.CON:  # CoAP ping
             self._queue(Message(Type.RST, 0, msg.mid), local, remote)
@@ -169,8 +169,12 @@ class ExchangeLayer:
         pending = self._by_mid.get((local, remote, msg.mid))
         if pending is None:
             return None
-        if msg.type == Type.ACK:
-            pending.acked = True  # separate response follows
+        if msg.type == Type.ACK:  # a separate response follows: stop resending
+            if not pending.acked:
+                pending.acked = True
+                pending.deadline = now + self.tuning.exchange_lifetime
+                tkey = (local, remote, decode_token(pending.datagram.data))
+                heapq.heappush(self._timers, (pending.deadline, pending.handle, tkey))
             return None
         self.stats["rst"] += 1
         self._forget(pending, local, remote)
