@@ -6,6 +6,7 @@ import datetime
 import hashlib
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -328,14 +329,17 @@ def test_float_version_rejected() -> None:
     ],
 )
 def test_field_too_long(field: str, width: int) -> None:
-    build_image(b"", hwid="H", version="1.0.0", **{field: "a" * width})  # fits
+    fits: dict[str, Any] = {"hwid": "H", field: "a" * width}
+    build_image(b"", version="1.0.0", **fits)
+    too_long: dict[str, Any] = {"hwid": "H", field: "a" * (width + 1)}
     with pytest.raises(ImageError) as exc:
-        build_image(b"", hwid="H", version="1.0.0", **{field: "a" * (width + 1)})
+        build_image(b"", version="1.0.0", **too_long)
     assert _reason(exc) is Reason.FIELD_TOO_LONG
 
 
 def test_bad_fields() -> None:
-    for kwargs in ({"hwid": ""}, {"hwid": "A\0B"}):
+    bad: list[dict[str, Any]] = [{"hwid": ""}, {"hwid": "A\0B"}]
+    for kwargs in bad:
         with pytest.raises(ImageError) as exc:
             build_image(b"", version="1.0.0", **kwargs)
         assert _reason(exc) is Reason.BAD_FIELD
@@ -370,7 +374,9 @@ def test_image_error_is_value_error() -> None:
 
 
 def test_header_dataclass_is_frozen() -> None:
-    h = ImageHeader(app_rev_major=1, app_rev_minor=2, app_build=3, app_len=256, hwid="H")
+    h = ImageHeader(
+        app_rev_major=1, app_rev_minor=2, app_build=3, app_len=256, hwid="H"
+    )
     assert h.version == "1.2.3"
     with pytest.raises(AttributeError):
         h.hwid = "X"  # type: ignore[misc]
@@ -423,7 +429,9 @@ def test_bitmap_errors() -> None:
 
 @given(st.integers(min_value=0, max_value=bitmap.MAX_BLOCKS), st.data())
 def test_bitmap_round_trip(nblocks: int, data: st.DataObject) -> None:
-    present = data.draw(st.sets(st.integers(0, max(nblocks - 1, 0)))) if nblocks else set()
+    present = (
+        data.draw(st.sets(st.integers(0, max(nblocks - 1, 0)))) if nblocks else set()
+    )
     bits = 0
     for n in present:
         bits = bitmap.set_block(bits, n)

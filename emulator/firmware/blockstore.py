@@ -12,7 +12,10 @@ of any block whose data differed from the stored one. The first block stored
 for a number becomes the canonical one.
 
 :meth:`BlockStore.put` runs per received block per device, so it does one
-dict lookup, one list index and, for a block seen before, one comparison.
+list index and, for a block seen before, one comparison; the dict lookup is
+skipped when the key is the very object of the previous call, so devices
+should keep the key :meth:`BlockStore.intern` returns. Blocks are never
+copied unless offered as a non-``bytes`` buffer.
 Only :meth:`BlockStore.save` and :meth:`BlockStore.load` touch the file
 system: blocks are written content-addressed, one file per key, atomically.
 Not thread-safe: use it from one thread (the fleet's event loop).
@@ -26,7 +29,7 @@ import os
 import struct
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -52,6 +55,18 @@ class ImageKey:
     """SHA-256 of the whole file, as in CSMP TransferRequest."""
     block_size: int
     """Bytes per block (the last block may be shorter)."""
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # put() looks keys up per block per device: hash once, not per lookup
+        object.__setattr__(self, "_hash", hash((self.file_hash, self.block_size)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[type[ImageKey], tuple[bytes, int]]:
+        # str/bytes hashes differ between processes: never pickle _hash
+        return (ImageKey, (self.file_hash, self.block_size))
 
     def file_name(self) -> str:
         """Content-addressed name of this key's file in a saved store."""
@@ -74,9 +89,10 @@ class CorruptStoreFile(ValueError):
 class _Entry:
     """The blocks of one key; ``gen`` counts changes, for incremental save."""
 
-    __slots__ = ("blocks", "gen")
+    __slots__ = ("blocks", "gen", "key")
 
-    def __init__(self) -> None:
+    def __init__(self, key: ImageKey) -> None:
+        self.key = key
         self.blocks: list[bytes | None] = []
         self.gen = 0
 
@@ -94,6 +110,9 @@ class BlockStore:
         self._verified: dict[tuple[ImageKey, int, int], bool] = {}
         self._saved: dict[ImageKey, tuple[Path, int]] = {}
         self._nbytes = 0
+        # put()'s one-entry cache, matched by identity; starts on a sentinel
+        self._last_key: ImageKey = ImageKey(b"", 0)
+        self._last_entry = _Entry(self._last_key)
 
     # ------------------------------------------------------------ queries
 
@@ -102,6 +121,17 @@ class BlockStore:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def intern(self, key: ImageKey) -> ImageKey:
+        """The store's own object equal to ``key`` (``key`` itself if new).
+
+        A device that keeps the interned key makes every later lookup an
+        identity match, the cheapest dict hit.
+        """
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = _Entry(key)
+        return entry.key
 
     def keys(self) -> list[ImageKey]:
         """The keys that have at least an entry in the store."""
@@ -135,11 +165,12 @@ class BlockStore:
         needs to keep only a bitmap bit; on False (the stored block differs)
         it keeps ``data`` as a private override.
         """
+        if key is self._last_key:  # blocks come in runs of one image
+            entry = self._last_entry
+        else:
+            entry = self._entry(key)
         if len(data) > key.block_size:
             raise ValueError(f"block of {len(data)} bytes > {key.block_size}")
-        entry = self._entries.get(key)
-        if entry is None:
-            entry = self._entries[key] = _Entry()
         blocks = entry.blocks
         if num >= len(blocks):
             self._grow(blocks, num)
@@ -152,6 +183,14 @@ class BlockStore:
             self._nbytes += len(data)
             return True
         return stored == data
+
+    def _entry(self, key: ImageKey) -> _Entry:
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = _Entry(key)
+        self._last_key = key
+        self._last_entry = entry
+        return entry
 
     @staticmethod
     def _grow(blocks: list[bytes | None], num: int) -> None:
@@ -168,7 +207,7 @@ class BlockStore:
         if not file_bytes or block_size <= 0:
             raise ValueError("add_image needs a non-empty file and block size > 0")
         key = ImageKey(hashlib.sha256(file_bytes).digest(), block_size)
-        entry = self._entries.setdefault(key, _Entry())
+        entry = self._entries.setdefault(key, _Entry(key))
         nblocks = expected_blocks(len(file_bytes), block_size)
         if nblocks > len(entry.blocks):
             self._grow(entry.blocks, nblocks - 1)
@@ -203,6 +242,8 @@ class BlockStore:
     def discard(self, key: ImageKey) -> None:
         """Drop every block of ``key`` (when no device refers to it any more)."""
         entry = self._entries.pop(key, None)
+        if entry is self._last_entry:
+            self._last_key = ImageKey(b"", 0)
         if entry is not None:
             self._nbytes -= sum(len(b) for b in entry.blocks if b is not None)
             self._forget_verified(key)
@@ -325,7 +366,7 @@ class BlockStore:
                     num,
                     key.file_hash.hex()[:16],
                 )
-        self._entries.setdefault(key, _Entry())
+        self._entries.setdefault(key, _Entry(key))
 
 
 # ------------------------------------------------------------ file format
