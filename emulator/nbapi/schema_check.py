@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 from functools import cache
 
+from aiohttp import web
 from lxml import etree
 
-from emulator.nbapi.wsdl import SOAP_ENV, schema_element
+from emulator.nbapi.wsdl import SERVICE_PATH, SOAP_ENV, schema_element
 
 log = logging.getLogger(__name__)
 
@@ -63,3 +64,28 @@ def validate_response(envelope: bytes) -> etree._Element:
     if not schema.validate(standalone):
         raise SchemaViolation(str(schema.error_log))
     return child
+
+
+def attach_response_validator(app: web.Application) -> list[str]:
+    """Validate every SOAP response ``app`` sends; return the list of errors.
+
+    Hooks ``on_response_prepare`` (call before the app starts); a test checks
+    that the returned list is still empty at its end.
+    """
+    errors: list[str] = []
+
+    async def check(request: web.Request, response: web.StreamResponse) -> None:
+        if request.method != "POST" or request.path != SERVICE_PATH:
+            return
+        if not isinstance(response, web.Response) or response.status == 401:
+            return
+        body = response.body
+        if response.status == 413 or not isinstance(body, bytes):
+            return
+        try:
+            validate_response(body)
+        except (SchemaViolation, etree.XMLSyntaxError) as exc:
+            errors.append(f"{request.path} -> {response.status}: {exc}")
+
+    app.on_response_prepare.append(check)
+    return errors

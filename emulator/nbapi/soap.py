@@ -21,6 +21,7 @@ network, bounded size and depth.
 
 from __future__ import annotations
 
+import codecs
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -170,9 +171,7 @@ OPERATIONS: Mapping[str, Operation] = {
     op.name: op
     for op in (
         Operation("startUpload", (GROUP, IMAGE), (DEV_TYPE,), ResultKind.NONE, _start),
-        Operation(
-            "stopUpload", (GROUP,), (DEV_TYPE, IMAGE), ResultKind.NONE, _stop
-        ),
+        Operation("stopUpload", (GROUP,), (DEV_TYPE, IMAGE), ResultKind.NONE, _stop),
         Operation(
             "getFirmwareUploadStatus", (GROUP,), (DEV_TYPE,), ResultKind.PAIRS, _status
         ),
@@ -205,8 +204,20 @@ _BY_LOWER = {name.lower(): op for name, op in OPERATIONS.items()}
 # --------------------------------------------------------------------- parsing
 
 
+class _NoExternal(etree.Resolver):
+    """Resolves every external DTD or entity to nothing (no file, no network)."""
+
+    # lxml-stubs 0.5 omit the ``context`` argument lxml passes and takes.
+    def resolve(  # type: ignore[override]
+        self, system_url: str | None, public_id: str | None, context: object
+    ) -> Any:
+        log.warning("refused external reference %r", system_url)
+        return self.resolve_string("", context)  # type: ignore[call-arg]
+
+
 def _parser() -> etree.XMLParser:
-    return etree.XMLParser(
+    # Note: collect_ids=False makes lxml load the external DTD subset; keep it.
+    parser = etree.XMLParser(
         resolve_entities=False,
         no_network=True,
         load_dtd=False,
@@ -214,12 +225,50 @@ def _parser() -> etree.XMLParser:
         huge_tree=False,
         remove_comments=True,
         remove_pis=True,
-        collect_ids=False,
     )
+    parser.resolvers.add(_NoExternal())
+    return parser
+
+
+_DECLARED = re.compile(rb"""\A\s*<\?xml\s[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)""")
+_ASCII_SUPERSETS = frozenset({"utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1"})
+_UTF16_STARTS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, b"<\x00", b"\x00<")
+
+
+def _from_utf16(body: bytes) -> bytes:
+    """UTF-16 (WS-I R1012 allows it) re-encoded as UTF-8, declaration too."""
+    if body.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        codec = "utf-16"
+    else:
+        codec = "utf-16-le" if body.startswith(b"<") else "utf-16-be"
+    try:
+        utf8 = body.decode(codec).encode("utf-8")
+    except UnicodeError:
+        raise SoapFault(FaultCode.CLIENT, "Malformed UTF-16 request") from None
+    match = _DECLARED.match(utf8)
+    if match is None:
+        return utf8
+    return utf8[: match.start(1)] + b"UTF-8" + utf8[match.end(1) :]
+
+
+def as_utf8(body: bytes) -> bytes:
+    """The request in UTF-8 (or an ASCII superset), so byte scans are sound.
+
+    UTF-16 is transcoded; other encodings that are no ASCII superset
+    (UTF-32, EBCDIC, ...) are refused.
+    """
+    if body.startswith(_UTF16_STARTS):
+        body = _from_utf16(body)
+    if not body.removeprefix(codecs.BOM_UTF8).lstrip().startswith(b"<"):
+        raise SoapFault(FaultCode.CLIENT, "Request must be XML in UTF-8 or UTF-16")
+    match = _DECLARED.match(body.removeprefix(codecs.BOM_UTF8))
+    if match is not None and match[1].decode().lower() not in _ASCII_SUPERSETS:
+        raise SoapFault(FaultCode.CLIENT, f"Unsupported encoding {match[1].decode()}")
+    return body
 
 
 def _has_doctype(body: bytes) -> bool:
-    """Cheap pre-parse look for a DTD (ASCII-compatible encodings)."""
+    """Whether a DTD appears (``body`` in an ASCII superset, see as_utf8)."""
     return b"<!DOCTYPE" in body or b"<!ENTITY" in body
 
 
@@ -227,6 +276,7 @@ def parse_xml(body: bytes, *, max_size: int = MAX_BODY) -> etree._Element:
     """Parse untrusted XML: size-bounded, no DTD, no entities, no network."""
     if len(body) > max_size:
         raise SoapFault(FaultCode.CLIENT, f"Request larger than {max_size} bytes")
+    body = as_utf8(body)
     if _has_doctype(body):
         raise SoapFault(FaultCode.CLIENT, "DOCTYPE is not allowed")
     try:
@@ -234,7 +284,7 @@ def parse_xml(body: bytes, *, max_size: int = MAX_BODY) -> etree._Element:
     except etree.XMLSyntaxError as exc:
         raise SoapFault(FaultCode.CLIENT, f"Malformed XML: {exc.msg}") from None
     docinfo = root.getroottree().docinfo
-    if docinfo.doctype or docinfo.internalDTD is not None:
+    if getattr(docinfo, "doctype", "") or docinfo.internalDTD is not None:
         raise SoapFault(FaultCode.CLIENT, "DOCTYPE is not allowed")
     return root
 
@@ -328,9 +378,7 @@ def _check_required(op: Operation, params: Mapping[str, str | None]) -> None:
     for name in op.required:
         if name not in params:
             raise SoapFault(FaultCode.CLIENT, f"{op.name}: missing {name}")
-    if op.name == "scheduleReload" and not (
-        RELOAD_GMT in params or UTC_DATE in params
-    ):
+    if op.name == "scheduleReload" and not (RELOAD_GMT in params or UTC_DATE in params):
         raise SoapFault(
             FaultCode.CLIENT, f"{op.name}: missing {RELOAD_GMT} or {UTC_DATE}"
         )
@@ -357,7 +405,9 @@ def _clean(text: str) -> str:
     return _XML_INVALID.sub("\ufffd", text)
 
 
-def _sub(parent: etree._Element, tag: str, text: object | None = None) -> etree._Element:
+def _sub(
+    parent: etree._Element, tag: str, text: object | None = None
+) -> etree._Element:
     element = etree.SubElement(parent, tag)
     if text is not None:
         element.text = _clean(str(text))
