@@ -36,14 +36,8 @@ def test_codec_matches_aiocoap() -> None:
     assert theirs.opt.uri_path == ("c",)
     assert theirs.opt.uri_query == ("q=11+75",)
     assert theirs.mid == 0x1234 and theirs.token == b"tk"
-    ours = aiocoap.Message(
-        mtype=aiocoap.CON,
-        code=aiocoap.GET,
-        mid=0x1234,
-        token=b"tk",
-        uri_path=["c"],
-        uri_query=["q=11+75"],
-    )
+    ours = aiocoap.Message(code=aiocoap.GET, uri_path=["c"], uri_query=["q=11+75"])
+    ours.mtype, ours.mid, ours.token = aiocoap.CON, 0x1234, b"tk"
     assert decode(ours.encode()) == msg
 
 
