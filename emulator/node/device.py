@@ -1,0 +1,886 @@
+"""One emulated CG-mesh device speaking CSMP (sans-IO: no socket, no clock).
+
+Device layer, CSMP.md sections "Transport" (GET/POST on ``/c``, query options,
+async answers, registration on ``/r`` with its trickle retry, reports),
+"Signed POSTs", "Group flows" and "Firmware slots and response codes". The
+reference agent (``csmpserver.c``, ``cgmsagent.c``) is the authority on wire
+behaviour; differences from CSMP.md are noted where they are decided.
+
+The fleet runtime feeds a :class:`Device` requests (:meth:`Device.handle`),
+registration outcomes and timer ticks (:meth:`Device.on_timer` whenever
+``now >= next_deadline()``), and sends whatever comes back. Time is always the
+``now`` argument (POSIX seconds). A device is small (``__slots__``, shared
+profile and images, bitmaps as ints, a counter-based PRNG).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from google.protobuf.message import Message
+
+from emulator.coap.message import Code, is_success
+from emulator.csmp import csmp_pb2 as pb
+from emulator.csmp.registry import GROUP_CONFIG, GROUP_FIRMWARE, T, decode_as
+from emulator.csmp.registry import encode_tlv as _encode_tlv
+from emulator.csmp.signing import SignatureStatus, check_signature
+from emulator.csmp.tlv import CodecError, Tlv, TlvId, pull_tlvs
+from emulator.firmware.blockstore import BlockStore, ImageKey
+from emulator.node import describe, snapshot
+from emulator.node.firmware import HASH_LEN, Firmware, Rc
+from emulator.node.io import Request, Response, Send
+from emulator.node.profile import (
+    DeviceFaults,
+    DeviceProfile,
+    Identity,
+    SlotImage,
+    UploadState,
+    intern_ids,
+    intern_image,
+)
+from emulator.node.query import Query, parse_query
+from emulator.node.rng import uniform
+
+logger = logging.getLogger(__name__)
+
+#: Registration TLVs, in the agent's order (the vendor TLV is appended).
+REGISTRATION_TLVS = (
+    T.DEVICE_ID,
+    T.CURRENT_TIME,
+    T.HARDWARE_DESC,
+    T.INTERFACE_DESC,
+    T.IP_ADDRESS,
+    T.IP_ROUTE,
+    T.INTERFACE_METRICS,
+    T.IP_ROUTE_RPL_METRICS,
+    T.WPAN_STATUS,
+    T.GROUP_INFO,
+    T.REPORT_SUBSCRIBE,
+    T.FIRMWARE_IMAGE_INFO,
+)
+#: TLVs a POST may carry without a signature (the agent's exempt list).
+SIGNATURE_EXEMPT = frozenset({T.DESCRIPTION_REQUEST, T.IMAGE_BLOCK})
+#: TLVs the POST loop passes over (handled before it).
+_PRE_PROCESSED = frozenset({T.SIGNATURE, T.SIGNATURE_VALIDITY, T.GROUP_MATCH})
+#: Vendor TLV subtype with which a device reports a failed boot of a new
+#: image (value: that image's file hash) in its next registration.
+BOOT_FAILED_SUBTYPE = 0xBF
+#: Most async answers a device holds at once (the agent holds one).
+MAX_PENDING_ASYNC = 8
+
+_GROUP_TYPES = (GROUP_CONFIG, GROUP_FIRMWARE)
+
+Getter = Callable[["Device", float, int], Sequence[Message]]
+Poster = Callable[["Device", Tlv, float], bytes]
+
+
+class _Unsupported(Exception):
+    """A POSTed TLV the device does not accept (agent: CSMP_OP_UNSUPPORTED)."""
+
+
+class Device:
+    """One CSMP endpoint: request handling, registration, reports, firmware."""
+
+    __slots__ = (
+        "identity",
+        "profile",
+        "store",
+        "faults",
+        "_seed",
+        "_draws",
+        "_fw",
+        "_groups",
+        "_session",
+        "_rep_interval",
+        "_rep_ids",
+        "_reg_min",
+        "_reg_max",
+        "_powered",
+        "_boot_until",
+        "_boot_at",
+        "_registered",
+        "_reg_due",
+        "_reg_t0",
+        "_reg_ivl",
+        "_rep_due",
+        "_reboot_due",
+        "_asyncs",
+        "_prev_run",
+        "_boot_failed",
+    )
+
+    def __init__(
+        self,
+        identity: Identity,
+        profile: DeviceProfile,
+        store: BlockStore,
+        *,
+        seed: int,
+        run_image: ImageKey | SlotImage | None = None,
+        run_name: str = "",
+        run_version: str = "",
+        run_size: int = 0,
+        backup_image: SlotImage | None = None,
+        faults: DeviceFaults | None = None,
+    ) -> None:
+        self.identity = identity
+        self.profile = profile
+        self.store = store
+        self.faults = faults
+        """Injected faults (None: healthy); the runtime may replace it."""
+        self._seed = seed
+        self._draws = 0
+        run = _slot_image(run_image, run_name, run_version, run_size, profile)
+        backup = intern_image(backup_image) if backup_image else None
+        self._fw = Firmware(run, backup)
+        self._groups = [0, 0]
+        self._session: str | None = None
+        self._rep_interval = profile.report_interval
+        self._rep_ids = intern_ids(tuple(profile.report_tlvs))
+        self._reg_min = profile.reg_min
+        self._reg_max = profile.reg_max
+        self._powered = False
+        self._boot_until: float | None = None
+        self._boot_at = 0.0
+        self._prev_run: SlotImage | None = None
+        self._boot_failed: bytes | None = None
+        self._reset_volatile()
+
+    def _reset_volatile(self) -> None:
+        self._registered = False
+        self._reg_due: float | None = None
+        self._reg_t0 = 0.0
+        self._reg_ivl = 0.0
+        self._rep_due: float | None = None
+        self._reboot_due: float | None = None
+        self._asyncs: list[tuple[float, Send]] | None = None
+
+    # -------------------------------------------------------- observability
+
+    @property
+    def registered(self) -> bool:
+        """Whether the NMS accepted the current registration."""
+        return self._registered
+
+    def online(self, now: float) -> bool:
+        """Powered and done booting at ``now``."""
+        return self._powered and (self._boot_until is None or now >= self._boot_until)
+
+    @property
+    def running_version(self) -> str:
+        """Version of the RUN slot's image ("" when none)."""
+        run = self._fw.run
+        return run.version if run is not None else ""
+
+    @property
+    def upload_state(self) -> UploadState:
+        """State of the UPLOAD slot."""
+        return self._fw.upload_state()
+
+    @property
+    def firmware(self) -> Firmware:
+        """The slots (read-only use, for tests and tools)."""
+        return self._fw
+
+    @property
+    def groups(self) -> dict[int, int]:
+        """Group type -> id, for the groups the device is in."""
+        return {t: g for t, g in zip(_GROUP_TYPES, self._groups, strict=True) if g}
+
+    @property
+    def session_id(self) -> str | None:
+        """The SessionID the NMS gave the device."""
+        return self._session
+
+    # --------------------------------------------------------------- power
+
+    def power_on(self, now: float) -> None:
+        """Boot: silent for the profile's boot time, then register."""
+        self._powered = True
+        self._boot(now)
+
+    def power_cycle(self, now: float) -> None:
+        """Lose volatile state (pending load included), keep flash; boot."""
+        self._fw.cancel_pending()
+        self._prev_run = None
+        self._powered = True
+        self._boot(now)
+
+    def power_off(self) -> None:
+        """Stop: no answers, no timers, until :meth:`power_on`."""
+        self._powered = False
+        self._boot_until = None
+        self._reset_volatile()
+
+    def _boot(self, now: float) -> None:
+        self._reset_volatile()
+        self._boot_until = now + self.profile.boot_time
+        logger.debug(
+            "%s: booting until %.1f", self.identity.eui64_text, self._boot_until
+        )
+
+    def _settle(self, now: float) -> bool:
+        """Finish a boot that is due; True when the device is online."""
+        if not self._powered:
+            return False
+        if self._boot_until is not None:
+            if now < self._boot_until:
+                return False
+            self._finish_boot(self._boot_until, now)
+        return True
+
+    def _finish_boot(self, booted: float, now: float) -> None:
+        self._boot_until = None
+        self._boot_at = booted
+        previous, self._prev_run = self._prev_run, None
+        faults, new = self.faults, self._fw.run
+        if previous is not None and new is not None and faults and faults.fail_boot:
+            logger.debug("%s: %s failed to boot", self.identity.eui64_text, new.version)
+            self._boot_failed = new.key.file_hash
+            self._fw.run = previous
+        self._start_registration(now)
+
+    def _rand(self) -> float:
+        value = uniform(self._seed, self._draws)
+        self._draws += 1
+        return value
+
+    # --------------------------------------------------------------- timers
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`on_timer` has something to do (None: nothing)."""
+        if not self._powered:
+            return None
+        if self._boot_until is not None:
+            return self._boot_until
+        pending = (self._reg_due, self._rep_due, self._reboot_due)
+        times = [t for t in pending if t is not None]
+        if self._fw.load_slot:
+            times.append(self._fw.load_due)
+        if self._asyncs:
+            times.append(min(due for due, _ in self._asyncs))
+        return min(times) if times else None
+
+    def on_timer(self, now: float) -> list[Send]:
+        """Run what is due at ``now``; returns the requests to send."""
+        if not self._settle(now):
+            return []
+        if self._reboot_due is not None and now >= self._reboot_due:
+            self._reboot(now)
+            return []
+        if self._fw.load_slot and now >= self._fw.load_due:
+            self._load(now)
+            return []
+        sends: list[Send] = []
+        if self._reg_due is not None and now >= self._reg_due:
+            sends.append(self._registration_send(now))
+        if self._rep_due is not None and now >= self._rep_due:
+            sends.append(self._report_send(now))
+        if self._asyncs:
+            sends.extend(self._due_asyncs(now))
+        return sends
+
+    def _reboot(self, now: float) -> None:
+        logger.debug("%s: rebooting", self.identity.eui64_text)
+        self._boot(now)
+
+    def _load(self, now: float) -> None:
+        image = self._fw.take_load()
+        if image is None:
+            return
+        logger.debug("%s: loading %s", self.identity.eui64_text, image.version)
+        self._prev_run, self._fw.run = self._fw.run, image
+        self._boot(now)
+
+    def _due_asyncs(self, now: float) -> list[Send]:
+        assert self._asyncs is not None
+        due = [send for t, send in self._asyncs if t <= now]
+        self._asyncs = [(t, s) for t, s in self._asyncs if t > now] or None
+        return due
+
+    def _queue_async(self, payload: bytes, query: Query, now: float) -> None:
+        bound = query.delay or self.profile.async_default_delay
+        send = Send(query.path, payload, False, "async", query.target)
+        pending = self._asyncs or []
+        if len(pending) >= MAX_PENDING_ASYNC:
+            pending.pop(0)
+        pending.append((now + self._rand() * bound, send))
+        self._asyncs = pending
+
+    # --------------------------------------------------------- registration
+
+    def _start_registration(self, now: float) -> None:
+        """Trickle as the agent runs it: I = reg_min, first in [I/2, I]
+        after a random offset below I, then doubling up to reg_max."""
+        ivl = float(max(self._reg_min, 1))
+        self._reg_ivl = ivl
+        self._reg_t0 = now + self._rand() * ivl
+        self._reg_due = self._reg_t0 + ivl / 2 + self._rand() * ivl / 2
+
+    def _advance_registration(self, now: float) -> None:
+        self._reg_t0 = max(self._reg_t0 + self._reg_ivl, now)
+        ivl = min(self._reg_ivl * 2, float(max(self._reg_max, self._reg_min, 1)))
+        self._reg_ivl = ivl
+        self._reg_due = self._reg_t0 + ivl / 2 + self._rand() * ivl / 2
+
+    def registration_payload(self, now: float) -> bytes:
+        """The TLVs of a registration POST /r (lengths padded as the agent)."""
+        parts = [self._read(TlvId(t), now) or b"" for t in REGISTRATION_TLVS]
+        parts.append(self._read(TlvId(T.VENDOR, self.profile.vendor_pen), now) or b"")
+        if self._boot_failed is not None:
+            failed = pb.VendorTlv(subType=BOOT_FAILED_SUBTYPE, value=self._boot_failed)
+            parts.append(self._encode(TlvId(T.VENDOR, self.profile.vendor_pen), failed))
+        return b"".join(parts)
+
+    def _registration_send(self, now: float) -> Send:
+        self._advance_registration(now)
+        logger.debug("%s: registering", self.identity.eui64_text)
+        return Send("r", self.registration_payload(now), True, "register")
+
+    def on_registration_answer(self, code: int, payload: bytes, now: float) -> None:
+        """The NMS answered the registration CON with ``code``.
+
+        A 2.xx answer's TLVs are applied as if POSTed (signature checked when
+        the profile requires signed responses). A non-2.xx answer, a bad
+        signature, an empty body (the agent needs at least one TLV) or a TLV
+        the device cannot apply is a failure: the trickle timer goes on.
+        Anything to send (the first report) comes from :meth:`on_timer`.
+        """
+        if not self._settle(now) or self._registered or self._reg_due is None:
+            return
+        reason = self._registration_error(code, payload, now)
+        if reason:
+            logger.debug(
+                "%s: registration failed: %s", self.identity.eui64_text, reason
+            )
+            return
+        self._registered = True
+        self._reg_due = None
+        self._boot_failed = None
+        if self._rep_interval:
+            self._rep_due = now
+        logger.debug("%s: registered", self.identity.eui64_text)
+
+    def _registration_error(self, code: int, payload: bytes, now: float) -> str:
+        if not is_success(code):
+            return f"answer code {code >> 5}.{code & 0x1F:02d}"
+        try:
+            tlvs = pull_tlvs(payload)
+        except CodecError as exc:
+            return exc.reason
+        if not tlvs:
+            return "empty answer"
+        if self.profile.req_signed_resp:
+            check = check_signature(
+                payload,
+                tlvs,
+                self.profile.nms_key,
+                now=now,
+                require_validity=self.profile.req_valid_check_resp,
+            )
+            if check.status is not SignatureStatus.OK:
+                return f"signature {check.status.value}: {check.reason}"
+        return self._apply_answer(tlvs, now)
+
+    def _apply_answer(self, tlvs: list[Tlv], now: float) -> str:
+        for tlv in tlvs:
+            if tlv.id in ((T.SIGNATURE, 0), (T.SIGNATURE_VALIDITY, 0)):
+                continue
+            try:
+                self._apply(tlv, now)
+            except (_Unsupported, CodecError):
+                return f"cannot apply TLV {tlv.id}"
+        return ""
+
+    def on_registration_failed(self, now: float) -> None:
+        """The registration CON timed out; the trickle timer retries."""
+        logger.debug("%s: registration timed out", self.identity.eui64_text)
+
+    # -------------------------------------------------------------- reports
+
+    def _schedule_report(self, now: float) -> None:
+        ivl = self._rep_interval
+        self._rep_due = now + ivl * (0.5 + 0.5 * self._rand()) if ivl else None
+
+    def _report_send(self, now: float) -> Send:
+        self._schedule_report(now)
+        parts = [self._session_and_time(now)]
+        for text in self._rep_ids:
+            try:
+                parts.append(self._read(TlvId.parse(text), now) or b"")
+            except CodecError:
+                continue
+        return Send("c", b"".join(parts), False, "report")
+
+    def _session_and_time(self, now: float) -> bytes:
+        return (self._read(TlvId(T.SESSION_ID), now) or b"") + (
+            self._read(TlvId(T.CURRENT_TIME), now) or b""
+        )
+
+    # ------------------------------------------------------------- requests
+
+    def handle(self, req: Request, now: float) -> Response | None:
+        """Answer one CoAP request; None means stay silent.
+
+        Silent while offline, for a NON request (its answer, if any, goes out
+        later from :meth:`on_timer` as a NON POST), and for a multicast POST
+        without a matching GroupMatch.
+        """
+        if not self._settle(now):
+            return None
+        query = parse_query(req.query)
+        result = self._dispatch(req, query, now)
+        if result is None:
+            return None
+        code, payload = result
+        if req.confirmable:
+            return Response(code, payload)
+        if payload and is_success(code):
+            self._queue_async(payload, query, now)
+        return None
+
+    def _dispatch(
+        self, req: Request, query: Query, now: float
+    ) -> tuple[int, bytes] | None:
+        target = _parse_path(req.path)
+        if target is None:
+            return Code.NOT_FOUND, b""
+        if req.method == Code.GET:
+            return self._get(target[0], target[1], query, now)
+        if req.method == Code.POST:
+            return self._post(req, now)
+        return Code.METHOD_NOT_ALLOWED, b""
+
+    def _get(
+        self, tlv_id: TlvId, index: int, query: Query, now: float
+    ) -> tuple[int, bytes]:
+        ids = (tlv_id,) if query.ids is None else query.ids
+        if query.ids is not None:
+            index = 0
+        parts: list[bytes] = []
+        for one in ids:
+            data = self._read(one, now, index)
+            if data is None and len(ids) == 1:
+                return Code.NOT_FOUND, b""
+            parts.append(data or b"")
+        return Code.CONTENT, b"".join(parts)
+
+    def _read(self, tlv_id: TlvId, now: float, index: int = 0) -> bytes | None:
+        """Encoded TLV(s) of a GET; None when the TLV is not supported."""
+        if tlv_id.vendor:
+            return self._read_vendor(tlv_id)
+        getter = _GETTERS.get(tlv_id.type)
+        if getter is None:
+            return None
+        return b"".join(self._encode(tlv_id, m) for m in getter(self, now, index))
+
+    def _read_vendor(self, tlv_id: TlvId) -> bytes | None:
+        if tlv_id.vendor != self.profile.vendor_pen:
+            return None
+        return b"".join(
+            self._encode(tlv_id, pb.VendorTlv(subType=sub, value=value))
+            for sub, value in self.profile.vendor_tlvs
+            if tlv_id.type in (T.VENDOR, sub)
+        )
+
+    def _encode(self, tlv_id: TlvId | int, msg: Message) -> bytes:
+        return _encode_tlv(tlv_id, msg, length_width=self.profile.length_width)
+
+    def _post(self, req: Request, now: float) -> tuple[int, bytes] | None:
+        try:
+            tlvs = pull_tlvs(req.payload)
+        except CodecError as exc:
+            logger.debug("%s: bad framing: %s", self.identity.eui64_text, exc.reason)
+            return Code.BAD_REQUEST, b""
+        denied = self._signature_error(req.payload, tlvs, now)
+        if denied:
+            return denied, b""
+        match = self._group_match(tlvs)
+        if match is False or (match is None and req.multicast):
+            # The agent answers a CON whose GroupMatch fails with 4.00.
+            return (
+                None
+                if req.multicast or not req.confirmable
+                else (
+                    Code.BAD_REQUEST,
+                    b"",
+                )
+            )
+        return self._apply_all(tlvs, req.confirmable, now)
+
+    def _signature_error(self, payload: bytes, tlvs: list[Tlv], now: float) -> int:
+        profile = self.profile
+        if not profile.req_signed_post:
+            return 0
+        check = check_signature(
+            payload,
+            tlvs,
+            profile.nms_key,
+            now=now,
+            require_validity=profile.req_valid_check_post,
+        )
+        if check.status is SignatureStatus.BAD:
+            return Code.UNAUTHORIZED
+        if check.status is SignatureStatus.MISSING and any(
+            t.id.vendor or (t.id.type not in SIGNATURE_EXEMPT | _PRE_PROCESSED)
+            for t in tlvs
+        ):
+            # The agent fails at the first non-exempt TLV, after applying the
+            # exempt ones before it; we refuse before applying anything.
+            return Code.FORBIDDEN
+        return 0
+
+    def _group_match(self, tlvs: list[Tlv]) -> bool | None:
+        tlv = next((t for t in tlvs if t.id == (T.GROUP_MATCH, 0)), None)
+        if tlv is None:
+            return None
+        try:
+            group = decode_as(tlv, pb.Group)
+        except CodecError:
+            return False
+        if group.type not in _GROUP_TYPES or not group.HasField("id"):
+            return False
+        return self._groups[group.type - 1] == group.id != 0
+
+    def _apply_all(
+        self, tlvs: list[Tlv], confirmable: bool, now: float
+    ) -> tuple[int, bytes] | None:
+        out: list[bytes] = []
+        failed: list[TlvId] = []
+        for tlv in tlvs:
+            if not tlv.id.vendor and tlv.id.type in _PRE_PROCESSED:
+                continue
+            try:
+                out.append(self._apply(tlv, now))
+            except (_Unsupported, CodecError):
+                if confirmable:
+                    return Code.NOT_FOUND, b""
+                failed.append(tlv.id)
+        if failed:
+            logger.debug(
+                "%s: NON POST failed TLVs %s", self.identity.eui64_text, failed
+            )
+            return None
+        body = b"".join(out)
+        if body:
+            body += self._session_and_time(now)
+        return Code.CREATED, body
+
+    def _apply(self, tlv: Tlv, now: float) -> bytes:
+        if tlv.id.vendor:
+            return self._post_vendor(tlv, now)
+        poster = _POSTERS.get(tlv.id.type)
+        if poster is None:
+            raise _Unsupported(str(tlv.id))
+        return poster(self, tlv, now)
+
+    # ------------------------------------------------------- POST handlers
+
+    def _post_vendor(self, tlv: Tlv, now: float) -> bytes:
+        msg = decode_as(tlv, pb.VendorTlv)
+        if not (msg.HasField("subType") and msg.HasField("value")):
+            raise _Unsupported("vendor TLV without subType or value")
+        return b""
+
+    def _post_noop(self, tlv: Tlv, now: float) -> bytes:
+        decode_as(tlv, pb.CurrentTime)
+        return b""
+
+    def _post_session(self, tlv: Tlv, now: float) -> bytes:
+        msg = decode_as(tlv, pb.SessionID)
+        self._session = msg.id if msg.HasField("id") else None
+        return b""
+
+    def _post_description(self, tlv: Tlv, now: float) -> bytes:
+        msg = decode_as(tlv, pb.DescriptionRequest)
+        parts: list[bytes] = []
+        for text in msg.tlvid:
+            try:
+                parts.append(self._read(TlvId.parse(text), now) or b"")
+            except CodecError:
+                continue
+        return b"".join(parts)
+
+    def _post_report_subscribe(self, tlv: Tlv, now: float) -> bytes:
+        msg = decode_as(tlv, pb.ReportSubscribe)
+        if msg.HasField("interval"):
+            self._rep_interval = msg.interval
+        if msg.tlvid:
+            self._rep_ids = intern_ids(tuple(msg.tlvid))
+        if self._registered:
+            self._schedule_report(now)
+        return b""
+
+    def _post_cgms_settings(self, tlv: Tlv, now: float) -> bytes:
+        msg = decode_as(tlv, pb.CGMSSettings)
+        low = msg.regIntervalMin if msg.HasField("regIntervalMin") else self._reg_min
+        high = msg.regIntervalMax if msg.HasField("regIntervalMax") else self._reg_max
+        if 0 < low <= high:
+            self._reg_min, self._reg_max = low, high
+        return b""
+
+    def _post_reboot(self, tlv: Tlv, now: float) -> bytes:
+        decode_as(tlv, pb.RebootRequest)
+        self._reboot_due = now
+        return b""
+
+    def _post_group_assign(self, tlv: Tlv, now: float) -> bytes:
+        group = decode_as(tlv, pb.Group)
+        if group.type in _GROUP_TYPES and group.HasField("id"):
+            self._groups[group.type - 1] = group.id
+        return b""
+
+    def _post_group_evict(self, tlv: Tlv, now: float) -> bytes:
+        group = decode_as(tlv, pb.Group)
+        if group.type in _GROUP_TYPES:
+            slot = group.type - 1
+            if not group.HasField("id") or self._groups[slot] == group.id:
+                self._groups[slot] = 0
+        return b""
+
+    def _post_transfer(self, tlv: Tlv, now: float) -> bytes:
+        req = decode_as(tlv, pb.TransferRequest)
+        code = self._fw.transfer(req, self.profile, self.faults)
+        logger.debug("%s: TransferRequest -> %d", self.identity.eui64_text, code)
+        if code != Rc.OK:
+            # As the agent: a refusal carries the code only.
+            return self._encode(T.TRANSFER_RESPONSE, pb.FirmwareResponse(response=code))
+        if not self.profile.transfer_ok_response:
+            return b""
+        answer = pb.FirmwareResponse(fileHash=req.fileHash, response=code)
+        return self._encode(T.TRANSFER_RESPONSE, answer)
+
+    def _post_block(self, tlv: Tlv, now: float) -> bytes:
+        msg = decode_as(tlv, pb.ImageBlock)
+        faults = self.faults
+        fails = bool(
+            faults is not None
+            and faults.flash_write_error_rate > 0
+            and self._rand() < faults.flash_write_error_rate
+        )
+        self._fw.block(msg, self.store, self.profile, fails)
+        return b""
+
+    def _post_load(self, tlv: Tlv, now: float) -> bytes:
+        req = decode_as(tlv, pb.LoadRequest)
+        code = self._fw.load(req, now)
+        answer = _fw_answer(req.fileHash, code)
+        if code == Rc.OK:
+            answer.loadTime = req.loadTime
+        return self._encode(T.LOAD_RESPONSE, answer)
+
+    def _post_cancel_load(self, tlv: Tlv, now: float) -> bytes:
+        req = decode_as(tlv, pb.HashRequest)
+        code = self._fw.cancel(req)
+        return self._encode(T.CANCEL_LOAD_RESPONSE, _fw_answer(req.fileHash, code))
+
+    def _post_set_backup(self, tlv: Tlv, now: float) -> bytes:
+        req = decode_as(tlv, pb.HashRequest)
+        code = self._fw.set_backup(req)
+        return self._encode(T.SET_BACKUP_RESPONSE, _fw_answer(req.fileHash, code))
+
+    # --------------------------------------------------------- GET handlers
+
+    def _get_tlv_index(self, now: float, index: int) -> list[Message]:
+        ids = [str(t) for t in sorted(_GETTERS)]
+        ids.append(str(TlvId(T.VENDOR, self.profile.vendor_pen)))
+        return [pb.TlvIndex(tlvid=ids)]
+
+    def _get_device_id(self, now: float, index: int) -> list[Message]:
+        return [describe.device_id(self.identity)]
+
+    def _get_session(self, now: float, index: int) -> list[Message]:
+        return [pb.SessionID(id=self._session)] if self._session is not None else []
+
+    def _get_hardware(self, now: float, index: int) -> list[Message]:
+        return [
+            describe.hardware_desc(self.identity, self.profile, self.running_version)
+        ]
+
+    def _get_interfaces(self, now: float, index: int) -> list[Message]:
+        return list(describe.interface_desc(self.identity))
+
+    def _get_report_subscribe(self, now: float, index: int) -> list[Message]:
+        return [pb.ReportSubscribe(interval=self._rep_interval, tlvid=self._rep_ids)]
+
+    def _get_addresses(self, now: float, index: int) -> list[Message]:
+        return list(describe.ip_address(self.identity))
+
+    def _get_route(self, now: float, index: int) -> list[Message]:
+        return [describe.ip_route(self.identity)]
+
+    def _get_time(self, now: float, index: int) -> list[Message]:
+        return [pb.CurrentTime(posix=int(now) & 0xFFFFFFFF)]
+
+    def _get_uptime(self, now: float, index: int) -> list[Message]:
+        return [pb.Uptime(sysUpTime=max(0, int(now - self._boot_at)))]
+
+    def _get_metrics(self, now: float, index: int) -> list[Message]:
+        return list(describe.interface_metrics(int(now - self._boot_at)))
+
+    def _get_rpl_metrics(self, now: float, index: int) -> list[Message]:
+        return [describe.rpl_metrics()]
+
+    def _get_wpan(self, now: float, index: int) -> list[Message]:
+        return [describe.wpan_status()]
+
+    def _get_rpl_instance(self, now: float, index: int) -> list[Message]:
+        return [describe.rpl_instance()]
+
+    def _get_cgms_settings(self, now: float, index: int) -> list[Message]:
+        return [
+            pb.CGMSSettings(regIntervalMin=self._reg_min, regIntervalMax=self._reg_max)
+        ]
+
+    def _get_cgms_status(self, now: float, index: int) -> list[Message]:
+        return [pb.CGMSStatus(registered=self._registered)]
+
+    def _get_groups(self, now: float, index: int) -> list[Message]:
+        return [pb.Group(type=t, id=g) for t, g in self.groups.items()]
+
+    def _get_transfer(self, now: float, index: int) -> list[Message]:
+        up = self._fw.upload
+        if up is None or up.state is not UploadState.DOWNLOADING:
+            return []
+        image = up.image
+        req = pb.TransferRequest(
+            fileHash=image.key.file_hash,
+            fileName=image.name,
+            version=image.version,
+            fileSize=image.size,
+            blockSize=image.key.block_size,
+        )
+        req.hwInfo.hwId = image.hwid
+        return [req]
+
+    def _get_load(self, now: float, index: int) -> list[Message]:
+        fw = self._fw
+        image = fw.slot_image(fw.load_slot) if fw.load_slot else None
+        if image is None:
+            return []
+        return [pb.LoadRequest(fileHash=image.key.file_hash, loadTime=fw.load_time)]
+
+    def _get_image_info(self, now: float, index: int) -> list[Message]:
+        if index > 3:
+            return []  # the agent answers an unknown slot with nothing
+        slots = (index,) if index else (1, 2, 3)
+        return [self._fw.image_info(i, self.profile) for i in slots]
+
+    def _get_signature_settings(self, now: float, index: int) -> list[Message]:
+        p = self.profile
+        return [
+            pb.SignatureSettings(
+                reqSignedPost=p.req_signed_post,
+                reqValidCheckPost=p.req_valid_check_post,
+                reqSignedResp=p.req_signed_resp,
+                reqValidCheckResp=p.req_valid_check_resp,
+            )
+        ]
+
+    # ----------------------------------------------------------- persistence
+
+    def snapshot(self) -> dict[str, Any]:
+        """Durable state as plain types (cbor2-friendly)."""
+        return snapshot.dump(self)
+
+    @classmethod
+    def restore(
+        cls,
+        identity: Identity,
+        profile: DeviceProfile,
+        store: BlockStore,
+        snap: dict[str, Any],
+        *,
+        seed: int,
+        now: float,
+    ) -> Device:
+        """A device rebuilt from :meth:`snapshot` and booted at ``now``.
+
+        Raises ValueError (with the reason) for a bad snapshot.
+        """
+        device = cls(identity, profile, store, seed=seed)
+        snapshot.load(device, snap)
+        device.power_on(now)
+        return device
+
+
+def _fw_answer(file_hash: bytes, code: int) -> pb.FirmwareResponse:
+    answer = pb.FirmwareResponse(response=code)
+    if len(file_hash) == HASH_LEN:
+        answer.fileHash = file_hash
+    return answer
+
+
+def _parse_path(path: tuple[str, ...]) -> tuple[TlvId, int] | None:
+    """(TLV id, index) of ``/c``, ``/c/<id>``, ``/c/<id>/<index>``."""
+    if not path or path[0] != "c" or len(path) > 3:
+        return None
+    if len(path) == 1:
+        return TlvId(T.TLV_INDEX), 0
+    try:
+        tlv_id = TlvId.parse(path[1])
+    except CodecError:
+        return None
+    if len(path) == 2:
+        return tlv_id, 0
+    if not path[2].isdigit() or len(path[2]) > 9:
+        return None
+    return tlv_id, int(path[2])
+
+
+def _slot_image(
+    run: ImageKey | SlotImage | None,
+    name: str,
+    version: str,
+    size: int,
+    profile: DeviceProfile,
+) -> SlotImage | None:
+    if run is None:
+        return None
+    if isinstance(run, SlotImage):
+        return intern_image(run)
+    return intern_image(SlotImage(run, name, version, size, profile.hardware_id))
+
+
+_GETTERS: dict[int, Getter] = {
+    T.TLV_INDEX: Device._get_tlv_index,
+    T.DEVICE_ID: Device._get_device_id,
+    T.SESSION_ID: Device._get_session,
+    T.HARDWARE_DESC: Device._get_hardware,
+    T.INTERFACE_DESC: Device._get_interfaces,
+    T.REPORT_SUBSCRIBE: Device._get_report_subscribe,
+    T.IP_ADDRESS: Device._get_addresses,
+    T.IP_ROUTE: Device._get_route,
+    T.CURRENT_TIME: Device._get_time,
+    T.UPTIME: Device._get_uptime,
+    T.INTERFACE_METRICS: Device._get_metrics,
+    T.IP_ROUTE_RPL_METRICS: Device._get_rpl_metrics,
+    T.WPAN_STATUS: Device._get_wpan,
+    T.CGMS_SETTINGS: Device._get_cgms_settings,
+    T.CGMS_STATUS: Device._get_cgms_status,
+    T.RPL_INSTANCE: Device._get_rpl_instance,
+    T.GROUP_ASSIGN: Device._get_groups,
+    T.GROUP_INFO: Device._get_groups,
+    T.TRANSFER_REQUEST: Device._get_transfer,
+    T.LOAD_REQUEST: Device._get_load,
+    T.FIRMWARE_IMAGE_INFO: Device._get_image_info,
+    T.SIGNATURE_SETTINGS: Device._get_signature_settings,
+}
+
+_POSTERS: dict[int, Poster] = {
+    T.SESSION_ID: Device._post_session,
+    T.DESCRIPTION_REQUEST: Device._post_description,
+    T.REPORT_SUBSCRIBE: Device._post_report_subscribe,
+    T.CURRENT_TIME: Device._post_noop,
+    T.REBOOT_REQUEST: Device._post_reboot,
+    T.CGMS_SETTINGS: Device._post_cgms_settings,
+    T.GROUP_ASSIGN: Device._post_group_assign,
+    T.GROUP_EVICT: Device._post_group_evict,
+    T.TRANSFER_REQUEST: Device._post_transfer,
+    T.IMAGE_BLOCK: Device._post_block,
+    T.LOAD_REQUEST: Device._post_load,
+    T.CANCEL_LOAD_REQUEST: Device._post_cancel_load,
+    T.SET_BACKUP_REQUEST: Device._post_set_backup,
+}
