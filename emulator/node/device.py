@@ -23,7 +23,7 @@ from google.protobuf.message import Message
 
 from emulator.coap.message import Code, is_success
 from emulator.csmp import csmp_pb2 as pb
-from emulator.csmp.registry import GROUP_CONFIG, GROUP_FIRMWARE, T, decode_as
+from emulator.csmp.registry import GROUP_CONFIG, GROUP_FIRMWARE, T
 from emulator.csmp.registry import encode_tlv as _encode_tlv
 from emulator.csmp.signing import SignatureStatus, check_signature
 from emulator.csmp.tlv import CodecError, Tlv, TlvId, pull_tlvs
@@ -31,6 +31,7 @@ from emulator.firmware.blockstore import BlockStore, ImageKey
 from emulator.node import describe, snapshot
 from emulator.node.firmware import HASH_LEN, Firmware, Rc
 from emulator.node.io import Request, Response, Send
+from emulator.node.memo import IdentityMemo, decode_shared
 from emulator.node.profile import (
     DeviceFaults,
     DeviceProfile,
@@ -430,7 +431,7 @@ class Device:
         """
         if not self._settle(now):
             return None
-        query = parse_query(req.query)
+        query = _shared_query(req.query)
         result = self._dispatch(req, query, now)
         if result is None:
             return None
@@ -444,7 +445,7 @@ class Device:
     def _dispatch(
         self, req: Request, query: Query, now: float
     ) -> tuple[int, bytes] | None:
-        target = _parse_path(req.path)
+        target = _shared_path(req.path)
         if target is None:
             return Code.NOT_FOUND, b""
         if req.method == Code.GET:
@@ -490,7 +491,7 @@ class Device:
 
     def _post(self, req: Request, now: float) -> tuple[int, bytes] | None:
         try:
-            tlvs = pull_tlvs(req.payload)
+            tlvs = _shared_tlvs(req.payload)
         except CodecError as exc:
             logger.debug("%s: bad framing: %s", self.identity.eui64_text, exc.reason)
             return Code.BAD_REQUEST, b""
@@ -537,7 +538,7 @@ class Device:
         if tlv is None:
             return None
         try:
-            group = decode_as(tlv, pb.Group)
+            group = decode_shared(tlv, pb.Group)
         except CodecError:
             return False
         if group.type not in _GROUP_TYPES or not group.HasField("id"):
@@ -579,22 +580,22 @@ class Device:
     # ------------------------------------------------------- POST handlers
 
     def _post_vendor(self, tlv: Tlv, now: float) -> bytes:
-        msg = decode_as(tlv, pb.VendorTlv)
+        msg = decode_shared(tlv, pb.VendorTlv)
         if not (msg.HasField("subType") and msg.HasField("value")):
             raise _Unsupported("vendor TLV without subType or value")
         return b""
 
     def _post_noop(self, tlv: Tlv, now: float) -> bytes:
-        decode_as(tlv, pb.CurrentTime)
+        decode_shared(tlv, pb.CurrentTime)
         return b""
 
     def _post_session(self, tlv: Tlv, now: float) -> bytes:
-        msg = decode_as(tlv, pb.SessionID)
+        msg = decode_shared(tlv, pb.SessionID)
         self._session = msg.id if msg.HasField("id") else None
         return b""
 
     def _post_description(self, tlv: Tlv, now: float) -> bytes:
-        msg = decode_as(tlv, pb.DescriptionRequest)
+        msg = decode_shared(tlv, pb.DescriptionRequest)
         parts: list[bytes] = []
         for text in msg.tlvid:
             try:
@@ -604,7 +605,7 @@ class Device:
         return b"".join(parts)
 
     def _post_report_subscribe(self, tlv: Tlv, now: float) -> bytes:
-        msg = decode_as(tlv, pb.ReportSubscribe)
+        msg = decode_shared(tlv, pb.ReportSubscribe)
         if msg.HasField("interval"):
             self._rep_interval = msg.interval
         if msg.tlvid:
@@ -614,7 +615,7 @@ class Device:
         return b""
 
     def _post_cgms_settings(self, tlv: Tlv, now: float) -> bytes:
-        msg = decode_as(tlv, pb.CGMSSettings)
+        msg = decode_shared(tlv, pb.CGMSSettings)
         low = msg.regIntervalMin if msg.HasField("regIntervalMin") else self._reg_min
         high = msg.regIntervalMax if msg.HasField("regIntervalMax") else self._reg_max
         if 0 < low <= high:
@@ -622,18 +623,18 @@ class Device:
         return b""
 
     def _post_reboot(self, tlv: Tlv, now: float) -> bytes:
-        decode_as(tlv, pb.RebootRequest)
+        decode_shared(tlv, pb.RebootRequest)
         self._reboot_due = now
         return b""
 
     def _post_group_assign(self, tlv: Tlv, now: float) -> bytes:
-        group = decode_as(tlv, pb.Group)
+        group = decode_shared(tlv, pb.Group)
         if group.type in _GROUP_TYPES and group.HasField("id"):
             self._groups[group.type - 1] = group.id
         return b""
 
     def _post_group_evict(self, tlv: Tlv, now: float) -> bytes:
-        group = decode_as(tlv, pb.Group)
+        group = decode_shared(tlv, pb.Group)
         if group.type in _GROUP_TYPES:
             slot = group.type - 1
             if not group.HasField("id") or self._groups[slot] == group.id:
@@ -641,7 +642,7 @@ class Device:
         return b""
 
     def _post_transfer(self, tlv: Tlv, now: float) -> bytes:
-        req = decode_as(tlv, pb.TransferRequest)
+        req = decode_shared(tlv, pb.TransferRequest)
         code = self._fw.transfer(req, self.profile, self.faults)
         logger.debug("%s: TransferRequest -> %d", self.identity.eui64_text, code)
         if code != Rc.OK:
@@ -653,7 +654,7 @@ class Device:
         return self._encode(T.TRANSFER_RESPONSE, answer)
 
     def _post_block(self, tlv: Tlv, now: float) -> bytes:
-        msg = decode_as(tlv, pb.ImageBlock)
+        msg = decode_shared(tlv, pb.ImageBlock)
         faults = self.faults
         fails = bool(
             faults is not None
@@ -664,7 +665,7 @@ class Device:
         return b""
 
     def _post_load(self, tlv: Tlv, now: float) -> bytes:
-        req = decode_as(tlv, pb.LoadRequest)
+        req = decode_shared(tlv, pb.LoadRequest)
         code = self._fw.load(req, now)
         answer = _fw_answer(req.fileHash, code)
         if code == Rc.OK:
@@ -672,12 +673,12 @@ class Device:
         return self._encode(T.LOAD_RESPONSE, answer)
 
     def _post_cancel_load(self, tlv: Tlv, now: float) -> bytes:
-        req = decode_as(tlv, pb.HashRequest)
+        req = decode_shared(tlv, pb.HashRequest)
         code = self._fw.cancel(req)
         return self._encode(T.CANCEL_LOAD_RESPONSE, _fw_answer(req.fileHash, code))
 
     def _post_set_backup(self, tlv: Tlv, now: float) -> bytes:
-        req = decode_as(tlv, pb.HashRequest)
+        req = decode_shared(tlv, pb.HashRequest)
         code = self._fw.set_backup(req)
         return self._encode(T.SET_BACKUP_RESPONSE, _fw_answer(req.fileHash, code))
 
@@ -884,3 +885,9 @@ _POSTERS: dict[int, Poster] = {
     T.CANCEL_LOAD_REQUEST: Device._post_cancel_load,
     T.SET_BACKUP_REQUEST: Device._post_set_backup,
 }
+
+
+# The fan-out hands one request object to every member of a group: parse once.
+_shared_query = IdentityMemo(parse_query)
+_shared_path = IdentityMemo(_parse_path)
+_shared_tlvs = IdentityMemo(pull_tlvs)
