@@ -48,3 +48,7 @@ def main(verbose: int) -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,735 @@
+"""The fleet runtime: thousands of sans-IO devices behind one socket and one timer.
+
+Layer ``fleet`` (DESIGN.md, "fleet process"): the asyncio edge that connects
+the CSMP devices of :mod:`emulator.node` to the network (CSMP.md "Transport",
+"Group flows").
+
+Theory of operation:
+
+- Receive: :class:`~emulator.net.udp.UdpEndpoint` hands over a batch of
+  ``(data, local, remote)``; the local address picks the device (a dict), the
+  link model may drop or delay the datagram, the one
+  :class:`~emulator.coap.exchange.ExchangeLayer` of the fleet turns it into a
+  request (answered by ``Device.handle``) or a response to a device's own
+  registration (``on_registration_answer``). A datagram to a multicast group
+  (or to the relay port) is decoded once and fanned out to the members of
+  the group, each through its own link; devices never answer it directly.
+- Send: everything the batch produced is flushed once, from each device's own
+  address (IPV6_PKTINFO), after the link model had its say.
+- Time: every device deadline, delayed datagram and the exchange layer's
+  deadline live in one :class:`~emulator.fleet.timerwheel.TimerWheel`-driven
+  tick armed through one :class:`~emulator.net.udp.OneTimer`: no task or
+  timer per device or message.
+- Addressing: ``prefix`` (one ``[::]`` socket, local route for the prefix) or
+  ``loopback-ports`` (device i on ``[::1]:port_base+i``), chosen by ``auto``
+  from the privileges we have (:mod:`emulator.fleet.addressing`).
+
+Use in-process (tests, demo, head-end tests)::
+
+    fleet = Fleet(parse_config({"fleet": {"devices": 50}}))
+    await fleet.start()
+    ...  # fleet.devices[eui64].registered, fleet.stats["registrations_ok"]
+    await fleet.stop()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import time
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from emulator.coap.exchange import (
+    Addr,
+    Datagram,
+    ExchangeLayer,
+    IncomingRequest,
+    IncomingResponse,
+    RequestFailed,
+)
+from emulator.coap.message import Code, Message, Type, request_options
+from emulator.csmp import csmp_pb2 as pb
+from emulator.csmp.registry import T, decode_as
+from emulator.csmp.tlv import CodecError, iter_tlvs
+from emulator.firmware.blockstore import BlockStore
+from emulator.fleet import persist
+from emulator.fleet.addressing import LocalRoute, group_address, is_root
+from emulator.fleet.build import (
+    Blueprint,
+    ImageCache,
+    blueprint,
+    load_nms_key,
+    make_profile,
+    new_device,
+)
+from emulator.fleet.config import FleetConfig, parse_address
+from emulator.fleet.faults import DOWN, UP, DeviceKey, FaultSchedule, LinkModel
+from emulator.fleet.inventory import Planned, plan_fleet
+from emulator.fleet.sharding import take
+from emulator.fleet.timerwheel import TimerWheel
+from emulator.net.udp import OneTimer, UdpEndpoint, open_socket
+from emulator.node.device import Device
+from emulator.node.io import Request, Send
+from emulator.node.profile import DeviceFaults, UploadState
+
+logger = logging.getLogger(__name__)
+
+GROUP_FIRMWARE = 2
+_IMAGE_BLOCK = T.IMAGE_BLOCK
+_CON = Type.CON
+
+
+class _Delayed:
+    """A datagram held back by a link: inbound for a device, or outbound."""
+
+    __slots__ = ("device", "datagram", "request", "inbound")
+
+    def __init__(
+        self,
+        device: int,
+        datagram: Datagram | None,
+        request: Request | None,
+        inbound: bool,
+    ) -> None:
+        self.device = device
+        self.datagram = datagram
+        self.request = request
+        self.inbound = inbound
+
+
+class Fleet:
+    """Every device of one shard of the fleet, on the network."""
+
+    def __init__(self, config: FleetConfig, *, state_dir: Path | None = None) -> None:
+        self.config = config
+        self.state_dir = state_dir or (
+            Path(config.state_dir) if config.state_dir else None
+        )
+        self.store = BlockStore()
+        self.exchange = ExchangeLayer(seed=config.seed)
+        self.stats: Counter[str] = Counter()
+        """Fleet counters (registrations, reports, blocks, reboots, ...)."""
+        self.requests: Counter[tuple[str, str]] = Counter()
+        """CoAP requests handled, by (method, response class)."""
+        self.planned: list[Planned] = take(
+            plan_fleet(config), lambda p: p.eui64, config.shard
+        )
+        self.devices: dict[int, Device] = {}
+        """EUI-64 -> device (this shard's)."""
+        self._index = {p.eui64: i for i, p in enumerate(self.planned)}
+        self._devs: list[Device] = []
+        self._blueprints: list[Blueprint] = []
+        self._local_of: list[Addr] = []
+        self._by_local: dict[Addr, int] = {}
+        self._reg_handles: dict[int, int] = {}
+        self._groups: dict[int, tuple[tuple[int, int], ...]] = {}
+        self._members: dict[tuple[int, int], set[int]] = {}
+        self._group_addrs: dict[str, int] = {}
+        self._wheel: TimerWheel[int] = TimerWheel()
+        self._delayed: dict[int, _Delayed] = {}
+        self._delay_wheel: TimerWheel[int] = TimerWheel()
+        self._delay_seq = 0
+        keys = [DeviceKey(p.eui64, p.mix.name) for p in self.planned]
+        self.link = LinkModel(config.seed, keys)
+        self.link.set_rules(config.faults.link)
+        self._device_keys = keys
+        self.device_faults = FaultSchedule(config.faults.device)
+        self.fault_counts: Counter[str] = Counter()
+        self.nms: Addr = config.nms
+        self.mode = ""
+        """Addressing mode in use: ``prefix`` or ``loopback-ports``."""
+        self.multicast_mode = ""
+        self.relay_address: Addr | None = None
+        self.port = config.port
+        self.started_at = 0.0
+        self._route: LocalRoute | None = None
+        self._main: UdpEndpoint | None = None
+        self._relay: UdpEndpoint | None = None
+        self._endpoints: dict[Addr, UdpEndpoint] = {}
+        self._ifindex = 0
+        self._timer: OneTimer | None = None
+        self._snapshotter: persist.Snapshotter | None = None
+        self._control: Any = None
+        self._running = False
+        self._stopped = False
+
+    # ----------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Build (or restore) the devices, open sockets, power them on."""
+        if self._running:
+            return
+        loop = asyncio.get_running_loop()
+        self.started_at = now = time.time()
+        self._choose_mode()
+        self._build_devices(now)
+        try:
+            self._open_sockets(loop)
+            self._timer = OneTimer(self._on_tick, loop)
+            self._running = True
+            self._rebuild_group_index()
+            if self.state_dir is not None:
+                self._snapshotter = persist.Snapshotter(self, self.state_dir)
+                self._snapshotter.start(loop)
+            await self._start_control()
+        except BaseException:
+            await self.stop()
+            raise
+        self._arm()
+        logger.info(
+            "fleet up: %d device(s), %s addressing, multicast %s, NMS [%s]:%d",
+            len(self._devs),
+            self.mode,
+            self.multicast_mode,
+            *self.nms,
+        )
+
+    async def stop(self) -> None:
+        """Final snapshot, close sockets, remove the route (idempotent)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._running = False
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._snapshotter is not None:
+            await self._snapshotter.stop()
+        if self._control is not None:
+            await self._control.stop()
+            self._control = None
+        for ep in {id(e): e for e in self._all_endpoints()}.values():
+            ep.close()
+        self._endpoints.clear()
+        self._main = self._relay = None
+        if self._route is not None:
+            self._route.remove()
+        logger.info("fleet stopped")
+
+    def _all_endpoints(self) -> Iterable[UdpEndpoint]:
+        yield from self._endpoints.values()
+        if self._main is not None:
+            yield self._main
+        if self._relay is not None:
+            yield self._relay
+
+    # ---------------------------------------------------------- addressing
+
+    def _choose_mode(self) -> None:
+        mode = self.config.addressing
+        if mode in ("auto", "prefix"):
+            route = LocalRoute(self.config.prefix, self.config.interface)
+            if route.install():
+                self._route, self.mode = route, "prefix"
+            elif mode == "prefix":
+                logger.warning("prefix addressing without the local route")
+                self.mode = "prefix"
+            else:
+                self.mode = "loopback-ports"
+                logger.warning(
+                    "no local route for %s (%s): falling back to loopback-ports, "
+                    "device i on [::1]:%d+i",
+                    self.config.prefix,
+                    "not root" if not is_root() else "ip failed",
+                    self.config.port_base,
+                )
+        else:
+            self.mode = mode
+        mc = self.config.multicast.mode
+        if mc == "auto":
+            mc = "join" if self.mode == "prefix" else "relay"
+        self.multicast_mode = mc
+
+    def _open_sockets(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch = self._on_datagrams
+        if self.mode == "prefix":
+            sock = open_socket(("::", self.config.port), pktinfo=True, freebind=True)
+            self._main = UdpEndpoint(sock, batch, pktinfo=True, loop=loop)
+            self.port = self._main.local[1]
+            self._local_of = [(p.address, self.port) for p in self.planned]
+        else:
+            base = self.config.port_base
+            self._local_of = [("::1", base + p.index) for p in self.planned]
+            for local in self._local_of:
+                sock = open_socket(local, rcvbuf=256 * 1024)
+                self._endpoints[local] = UdpEndpoint(sock, batch, loop=loop)
+        self._by_local = {local: i for i, local in enumerate(self._local_of)}
+        self._open_multicast(loop)
+
+    def _open_multicast(self, loop: asyncio.AbstractEventLoop) -> None:
+        mc = self.config.multicast
+        if self.multicast_mode == "relay":
+            host, port = parse_address(mc.relay, allow_zero=True)
+            sock = open_socket((host, port))
+            self._relay = UdpEndpoint(sock, self._on_datagrams, loop=loop)
+            self.relay_address = self._relay.local
+        elif self.multicast_mode == "join":
+            name = mc.interface or self.config.interface
+            try:
+                self._ifindex = socket.if_nametoindex(name)
+            except OSError:
+                logger.warning("no interface %r for multicast joins", name)
+            if self._main is None:
+                sock = open_socket(("::", self.config.port), pktinfo=True)
+                self._main = UdpEndpoint(
+                    sock, self._on_datagrams, pktinfo=True, loop=loop
+                )
+
+    def local_address(self, eui64: int) -> Addr:
+        """Where the device ``eui64`` listens (and sends from)."""
+        return self._local_of[self._index[eui64]]
+
+    # ------------------------------------------------------------- devices
+
+    def _build_devices(self, now: float) -> None:
+        config = self.config
+        nms_key = load_nms_key(config.security.nms_certificate)
+        profiles = {m.name: make_profile(config, m, nms_key) for m in config.hardware}
+        images = ImageCache(self.store)
+        restored = persist.load_state(self.state_dir, self.store)
+        jitter = random.Random(f"power:{config.seed}")
+        for p in self.planned:
+            bp = blueprint(config, p, profiles[p.mix.name], images)
+            self._blueprints.append(bp)
+            at = now + jitter.uniform(0.0, config.power_on_jitter)
+            snap = restored.get(p.eui64)
+            device = self._restore(bp, snap, at) if snap is not None else None
+            if device is None:
+                device = new_device(bp, self.store)
+                device.power_on(at)
+            self._devs.append(device)
+            self.devices[p.eui64] = device
+            self._wheel.schedule(len(self._devs) - 1, device.next_deadline())
+        if restored:
+            logger.info("restored %d device(s) from %s", len(restored), self.state_dir)
+
+    def _restore(self, bp: Blueprint, snap: Any, at: float) -> Device | None:
+        try:
+            return Device.restore(
+                bp.identity, bp.profile, self.store, snap, seed=bp.seed, now=at
+            )
+        except (ValueError, TypeError, KeyError) as exc:
+            logger.warning(
+                "device %016x: bad snapshot (%s); starting clean",
+                bp.identity.eui64,
+                exc,
+            )
+            self.stats["restore_failed"] += 1
+            return None
+
+    def _rebuild_group_index(self) -> None:
+        for i in range(len(self._devs)):
+            self._refresh_groups(i)
+
+    def _refresh_groups(self, i: int) -> None:
+        groups = tuple(sorted(self._devs[i].groups.items()))
+        old = self._groups.get(i, ())
+        if groups == old:
+            return
+        for key in old:
+            self._members.get(key, set()).discard(i)
+        for key in groups:
+            self._members.setdefault(key, set()).add(i)
+            if key[0] == GROUP_FIRMWARE:
+                self._join(key[1])
+        if groups:
+            self._groups[i] = groups
+        else:
+            self._groups.pop(i, None)
+
+    def group_address(self, group_id: int) -> str:
+        """The multicast address of firmware group ``group_id``."""
+        mc = self.config.multicast
+        return group_address(mc.base, group_id, dict(mc.groups))
+
+    def _join(self, group_id: int) -> None:
+        if self.multicast_mode != "join" or self._main is None:
+            return
+        address = self.group_address(group_id)
+        if address in self._group_addrs:
+            return
+        self._group_addrs[address] = group_id
+        try:
+            self._main.join_group(address, self._ifindex)
+            logger.info("joined %s (firmware group %d)", address, group_id)
+        except OSError as exc:
+            logger.warning("cannot join %s: %s", address, exc)
+
+    # ------------------------------------------------------------- receive
+
+    def _on_datagrams(self, batch: list[tuple[bytes, Addr, Addr]], now: float) -> None:
+        by_local = self._by_local
+        link = self.link if self.link.active else None
+        for data, local, remote in batch:
+            i = by_local.get(local)
+            if i is None:
+                self._on_group_datagram(data, local, remote, now)
+                continue
+            if link is not None:
+                fate = link.decide(i, DOWN, now - self.started_at)
+                if fate is not None and self._hold(
+                    i, fate, Datagram(data, local, remote), None, now
+                ):
+                    continue
+            self._receive(i, data, local, remote, now)
+        self._flush(now)
+
+    def _hold(
+        self,
+        i: int,
+        fate: tuple[float, ...],
+        datagram: Datagram | None,
+        request: Request | None,
+        now: float,
+        inbound: bool = True,
+    ) -> bool:
+        """Apply a link decision; True when the datagram is not delivered now."""
+        if fate == (0.0,):
+            return False
+        for delay in fate:
+            self._delay_seq += 1
+            self._delayed[self._delay_seq] = _Delayed(i, datagram, request, inbound)
+            self._delay_wheel.schedule(self._delay_seq, now + delay)
+        return True
+
+    def _receive(
+        self, i: int, data: bytes, local: Addr, remote: Addr, now: float
+    ) -> None:
+        event = self.exchange.receive_datagram(data, local, remote, now)
+        if event is None:
+            return
+        if type(event) is IncomingRequest:
+            self._on_request(i, event, now)
+        elif type(event) is IncomingResponse:
+            self._on_response(event, now)
+        elif type(event) is RequestFailed:
+            self._on_failed(event, now)
+
+    def _on_request(self, i: int, event: IncomingRequest, now: float) -> None:
+        msg = event.message
+        request = Request(
+            msg.code,
+            tuple(msg.uri_path),
+            tuple(msg.uri_query),
+            msg.payload,
+            msg.type == _CON,
+            False,
+        )
+        response = self._deliver(i, request, now)
+        method = _METHODS.get(msg.code, "other")
+        if response is None:
+            self.requests[(method, "none")] += 1
+            return
+        self.requests[(method, _CLASSES.get(response.code >> 5, "other"))] += 1
+        self.exchange.respond(event, response.code, response.payload, now=now)
+
+    def _deliver(self, i: int, request: Request, now: float) -> Any:
+        """Hand ``request`` to device ``i``; keep the books; reschedule it."""
+        device = self._devs[i]
+        if request.method != Code.POST:
+            response = device.handle(request, now)
+        else:
+            fw = device.firmware
+            before, state = fw.upload, fw.upload_state()
+            bits = before.bits if before is not None else 0
+            response = device.handle(request, now)
+            self._count_post(device, request, before, bits, state)
+            self._refresh_groups(i)
+        self._wheel.schedule(i, device.next_deadline())
+        return response
+
+    def _count_post(
+        self,
+        device: Device,
+        request: Request,
+        before: Any,
+        bits: int,
+        state: UploadState,
+    ) -> None:
+        after = device.firmware.upload
+        if after is None:
+            return
+        new = after.bits & ~bits if after is before else after.bits
+        if new:
+            self.stats["blocks_received"] += new.bit_count()
+        elif after is before and _has_image_block(request.payload):
+            self.stats["duplicate_blocks"] += 1
+        if after.state is UploadState.COMPLETE and (
+            after is not before or state is not UploadState.COMPLETE
+        ):
+            self.stats["uploads_completed"] += 1
+
+    def _on_response(self, event: IncomingResponse, now: float) -> None:
+        i = self._reg_handles.pop(event.handle, None)
+        if i is None:
+            return
+        device = self._devs[i]
+        device.on_registration_answer(event.message.code, event.message.payload, now)
+        if device.registered:
+            self.stats["registrations_ok"] += 1
+        else:
+            self.stats["registrations_refused"] += 1
+        self._refresh_groups(i)
+        self._wheel.schedule(i, device.next_deadline())
+
+    def _on_failed(self, event: RequestFailed, now: float) -> None:
+        i = self._reg_handles.pop(event.handle, None)
+        if i is None:
+            return
+        self.stats["registrations_failed"] += 1
+        device = self._devs[i]
+        device.on_registration_failed(now)
+        self._wheel.schedule(i, device.next_deadline())
+
+    # ----------------------------------------------------------- multicast
+
+    def _on_group_datagram(
+        self, data: bytes, local: Addr, remote: Addr, now: float
+    ) -> None:
+        event = self.exchange.receive_datagram(data, local, remote, now)
+        if type(event) is not IncomingRequest:
+            return
+        msg = event.message
+        members = self._members_for(local, msg.payload)
+        self.stats["multicast_received"] += 1
+        if not members:
+            return
+        request = Request(
+            msg.code,
+            tuple(msg.uri_path),
+            tuple(msg.uri_query),
+            msg.payload,
+            False,
+            True,
+        )
+        link = self.link if self.link.active else None
+        elapsed = now - self.started_at
+        for i in sorted(members):
+            if link is not None:
+                fate = link.decide(i, DOWN, elapsed)
+                if fate is not None and self._hold(i, fate, None, request, now):
+                    continue
+            self._deliver(i, request, now)
+            self.stats["multicast_delivered"] += 1
+
+    def _members_for(self, local: Addr, payload: bytes) -> set[int]:
+        group_id = self._group_addrs.get(local[0])
+        if group_id is not None:
+            return self._members.get((GROUP_FIRMWARE, group_id), set())
+        match = _group_match(payload)
+        if match is None:
+            return set()
+        return self._members.get(match, set())
+
+    # ---------------------------------------------------------------- send
+
+    def _send(self, i: int, send: Send, now: float) -> None:
+        local = self._local_of[i]
+        remote = send.target or self.nms
+        kind = Type.CON if send.confirmable else Type.NON
+        message = Message(
+            kind, Code.POST, options=request_options(send.path), payload=send.payload
+        )
+        if send.kind == "register":
+            handle = self.exchange.request(local, remote, message, now)
+            self._reg_handles[handle] = i
+            self.stats["registrations_sent"] += 1
+        elif send.confirmable:
+            self.exchange.request(local, remote, message, now)
+            self.stats[f"{send.kind}_sent"] += 1
+        else:
+            self.exchange.send_non(local, remote, message, now)
+            self.stats[
+                f"{send.kind}s_sent" if send.kind == "report" else f"{send.kind}_sent"
+            ] += 1
+
+    def _flush(self, now: float) -> None:
+        out = self.exchange.datagrams_to_send()
+        if not out:
+            return
+        if self.link.active:
+            out = self._link_out(out, now)
+        if self._main is not None and not self._endpoints:
+            self._main.send(out)
+            return
+        for datagram in out:
+            ep = self._endpoints.get(datagram.local) or self._main or self._relay
+            if ep is not None:
+                ep.send([datagram])
+
+    def _link_out(self, out: list[Datagram], now: float) -> list[Datagram]:
+        keep = []
+        elapsed = now - self.started_at
+        for datagram in out:
+            i = self._by_local.get(datagram.local)
+            fate = None if i is None else self.link.decide(i, UP, elapsed)
+            if fate is None or not self._hold(
+                i or 0, fate, datagram, None, now, inbound=False
+            ):
+                keep.append(datagram)
+        return keep
+
+    # --------------------------------------------------------------- timer
+
+    def _on_tick(self) -> None:
+        if not self._running:
+            return
+        now = time.time()
+        try:
+            self._run_due(now)
+        finally:
+            self._flush(now)
+            self._arm()
+
+    def _run_due(self, now: float) -> None:
+        for event in self.exchange.handle_timer(now):
+            if type(event) is RequestFailed:
+                self._on_failed(event, now)
+        for key in self._delay_wheel.pop_due(now):
+            self._release(self._delayed.pop(key), now)
+        self._apply_device_faults(now)
+        for i in self._wheel.pop_due(now):
+            self._timer_device(i, now)
+
+    def _timer_device(self, i: int, now: float) -> None:
+        device = self._devs[i]
+        run, online = device.firmware.run, device.online(now)
+        for send in device.on_timer(now):
+            self._send(i, send, now)
+        if online and not device.online(now):
+            self.stats["reboots"] += 1
+            if device.firmware.run is not run:
+                self.stats["reloads"] += 1
+        self._wheel.schedule(i, device.next_deadline())
+
+    def _release(self, item: _Delayed, now: float) -> None:
+        if not item.inbound:
+            assert item.datagram is not None
+            ep = self._endpoints.get(item.datagram.local) or self._main
+            if ep is not None:
+                ep.send([item.datagram])
+        elif item.request is not None:
+            self._deliver(item.device, item.request, now)
+        elif item.datagram is not None:
+            self._receive(item.device, *item.datagram, now)
+
+    def _arm(self) -> None:
+        if self._timer is None or not self._running:
+            return
+        times = [
+            t
+            for t in (
+                self._wheel.next_deadline(),
+                self._delay_wheel.next_deadline(),
+                self.exchange.get_timer(),
+                self._fault_deadline(),
+            )
+            if t is not None
+        ]
+        if times:
+            self._timer.arm(min(times))
+
+    # -------------------------------------------------------------- faults
+
+    def _fault_deadline(self) -> float | None:
+        t = self.device_faults.next_time()
+        return None if t is None else self.started_at + t
+
+    def _apply_device_faults(self, now: float) -> None:
+        from emulator.fleet.faults import select_devices
+
+        for action in self.device_faults.due(now - self.started_at):
+            rule = self.device_faults.rules[action.rule]
+            chosen = select_devices(
+                rule, action.rule, self.config.seed, self._device_keys
+            )
+            for i in chosen:
+                self._fault_device(i, rule.kind, rule, action.clear, now)
+            if not action.clear:
+                self.fault_counts[rule.kind] += len(chosen)
+
+    def _fault_device(
+        self, i: int, kind: str, rule: Any, clear: bool, now: float
+    ) -> None:
+        device = self._devs[i]
+        if kind in ("power_cycle", "reboot_loop"):
+            device.power_cycle(now)
+            self._wheel.schedule(i, device.next_deadline())
+            return
+        faults = device.faults or DeviceFaults()
+        if kind == "refuse_transfer":
+            faults.refuse_transfer_code = None if clear else rule.code
+        elif kind == "flash_error":
+            faults.flash_write_error_rate = 0.0 if clear else rule.rate
+        elif kind == "boot_fail":
+            faults.fail_boot = not clear
+        device.faults = faults
+
+    def set_link_rules(self, rules: Iterable[Any]) -> None:
+        """Replace the link rules at runtime (control API)."""
+        self.link.set_rules(rules)
+
+    # ------------------------------------------------------------- control
+
+    async def _start_control(self) -> None:
+        if not self.config.metrics_port:
+            return
+        from emulator.fleet.control import ControlServer
+
+        self._control = ControlServer(self)
+        await self._control.start(self.config.metrics_host, self.config.metrics_port)
+
+    def metrics_collector(self) -> Any:
+        """A Prometheus collector of this fleet (register it yourself)."""
+        from emulator.fleet.metrics import FleetCollector
+
+        return FleetCollector(self)
+
+    def snapshot_now(self) -> dict[int, Any]:
+        """Every device's durable state (on the loop thread)."""
+        return {
+            p.eui64: d.snapshot() for p, d in zip(self.planned, self._devs, strict=True)
+        }
+
+    def power_cycle(self, eui64: int) -> None:
+        """Power cycle one device now (tests, control API)."""
+        i = self._index[eui64]
+        now = time.time()
+        self._devs[i].power_cycle(now)
+        self._wheel.schedule(i, self._devs[i].next_deadline())
+        self._arm()
+
+    def __repr__(self) -> str:
+        return f"<Fleet {len(self._devs)} devices {self.mode or 'not started'}>"
+
+
+_METHODS: dict[int, str] = {
+    Code.GET: "GET",
+    Code.POST: "POST",
+    Code.PUT: "PUT",
+    Code.DELETE: "DELETE",
+}
+_CLASSES: dict[int, str] = {2: "2xx", 4: "4xx", 5: "5xx"}
+
+
+def _group_match(payload: bytes) -> tuple[int, int] | None:
+    """(type, id) of the GroupMatch TLV of a payload (relay mode), or None."""
+    try:
+        for tlv in iter_tlvs(payload):
+            if tlv.id == (T.GROUP_MATCH, 0):
+                group = decode_as(tlv, pb.Group)
+                return group.type, group.id
+    except CodecError:
+        return None
+    return None
+
+
+def _has_image_block(payload: bytes) -> bool:
+    try:
+        return any(t.id == (_IMAGE_BLOCK, 0) for t in iter_tlvs(payload))
+    except CodecError:
+        return False
