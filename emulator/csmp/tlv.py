@@ -93,6 +93,8 @@ def pull_varint(data: bytes, pos: int) -> tuple[int, int]:
 
 def push_varint(value: int, width: int = 0) -> bytes:
     """Encode a varint, padded with continuation bytes to ``width`` bytes."""
+    if 0 <= value < 128 and width <= 2:
+        return _SMALL_PADDED[value] if width == 2 else _SMALL[value]
     if not 0 <= value <= _MAX_U32:
         raise ValueError(f"varint value out of range: {value}")
     out = bytearray()
@@ -109,6 +111,10 @@ def push_varint(value: int, width: int = 0) -> bytes:
         out.extend(b"\x80" * (width - len(out) - 1))
         out.append(0)
     return bytes(out)
+
+
+_SMALL = [bytes((i,)) for i in range(128)]
+_SMALL_PADDED = [bytes((i | 0x80, 0)) for i in range(128)]
 
 
 def pull_tlvs(payload: bytes) -> list[Tlv]:

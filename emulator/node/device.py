@@ -29,7 +29,7 @@ from emulator.csmp.signing import SignatureStatus, check_signature
 from emulator.csmp.tlv import CodecError, Tlv, TlvId, pull_tlvs
 from emulator.firmware.blockstore import BlockStore, ImageKey
 from emulator.node import describe, snapshot
-from emulator.node.firmware import HASH_LEN, Firmware, Rc
+from emulator.node.firmware import HASH_LEN, UPLOAD, Firmware, Rc
 from emulator.node.io import Request, Response, Send
 from emulator.node.memo import IdentityMemo, decode_shared
 from emulator.node.profile import (
@@ -472,10 +472,42 @@ class Device:
         """Encoded TLV(s) of a GET; None when the TLV is not supported."""
         if tlv_id.vendor:
             return self._read_vendor(tlv_id)
+        if tlv_id.type == T.FIRMWARE_IMAGE_INFO:
+            return self._read_image_info(index)
         getter = _GETTERS.get(tlv_id.type)
         if getter is None:
             return None
         return b"".join(self._encode(tlv_id, m) for m in getter(self, now, index))
+
+    def _read_image_info(self, index: int) -> bytes:
+        if index > 3:
+            return b""  # the agent answers an unknown slot with nothing
+        slots = (index,) if index else (1, 2, 3)
+        return b"".join(self._image_info_tlv(i) for i in slots)
+
+    def _image_info_tlv(self, index: int) -> bytes:
+        """Encoded TLV 75 of one slot; shared between devices unless downloading.
+
+        FND reads TLV 75 of every device; RUN and BACKUP slots hold interned
+        images, so their encoding is the same across the fleet.
+        """
+        fw = self._fw
+        up = fw.upload
+        if index == UPLOAD and up is not None and up.state is UploadState.DOWNLOADING:
+            return self._encode(
+                T.FIRMWARE_IMAGE_INFO, fw.image_info(index, self.profile)
+            )
+        image = fw.slot_image(index)
+        load = fw.load_time if fw.load_slot == index else 0
+        key = (id(image), index, load, id(self.profile))
+        cached = _INFO_TLVS.get(key)
+        if cached is not None and cached[0] is image and cached[1] is self.profile:
+            return cached[2]
+        data = self._encode(T.FIRMWARE_IMAGE_INFO, fw.image_info(index, self.profile))
+        if len(_INFO_TLVS) >= 4096:
+            _INFO_TLVS.clear()
+        _INFO_TLVS[key] = (image, self.profile, data)
+        return data
 
     def _read_vendor(self, tlv_id: TlvId) -> bytes | None:
         if tlv_id.vendor != self.profile.vendor_pen:
@@ -891,3 +923,5 @@ _POSTERS: dict[int, Poster] = {
 _shared_query = IdentityMemo(parse_query)
 _shared_path = IdentityMemo(_parse_path)
 _shared_tlvs = IdentityMemo(pull_tlvs)
+#: (id(image), slot, load time, id(profile)) -> (image, profile, encoded TLV 75)
+_INFO_TLVS: dict[tuple[int, int, int, int], tuple[object, object, bytes]] = {}
