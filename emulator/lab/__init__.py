@@ -1,0 +1,1 @@
+"""Lab orchestration: running a head-end and a fleet together (the demo)."""
