@@ -15,6 +15,7 @@ profile and images, bitmaps as ints, a counter-based PRNG).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -919,9 +920,10 @@ _POSTERS: dict[int, Poster] = {
 }
 
 
-# The fan-out hands one request object to every member of a group: parse once.
-_shared_query = IdentityMemo(parse_query)
-_shared_path = IdentityMemo(_parse_path)
+# Paths and queries repeat across requests and devices: parse each text once.
+# The fan-out hands one payload object to every member of a group: frame once.
+_shared_query = functools.lru_cache(maxsize=1024)(parse_query)
+_shared_path = functools.lru_cache(maxsize=1024)(_parse_path)
 _shared_tlvs = IdentityMemo(pull_tlvs)
 #: (id(image), slot, load time, id(profile)) -> (image, profile, encoded TLV 75)
 _INFO_TLVS: dict[tuple[int, int, int, int], tuple[object, object, bytes]] = {}
