@@ -292,7 +292,7 @@ def _summary(rows: list[dict[str, Any]], keys: list[str]) -> None:
         )
     print(json.dumps(summary), flush=True)
     width = max(len(k) for k in summary)
-    print("\nsummary (medians of %d runs)" % len(rows))
+    print(f"\nsummary (medians of {len(rows)} runs)")
     for key, value in summary.items():
         print(f"  {key:<{width}}  {value}")
 

@@ -60,8 +60,7 @@ DEFAULT_MESSAGES: dict[ReturnCode, str] = {
         "Simultaneous firmware group operations over maximum threshold."
     ),
     ReturnCode.IMAGE_ONLY_ON_NODES: (
-        "Cannot perform operation; firmware group file image only present on "
-        "the nodes."
+        "Cannot perform operation; firmware group file image only present on the nodes."
     ),
     ReturnCode.SYSTEM_ERROR: "System error.",
 }
@@ -140,8 +139,7 @@ class FirmwareApi(Protocol):
         self, dev_type: str | None, group: str, image: str
     ) -> OpResult[None]: ...
 
-    async def stop_upload(self, dev_type: str | None, group: str) -> OpResult[None]:
-        ...
+    async def stop_upload(self, dev_type: str | None, group: str) -> OpResult[None]: ...
 
     async def get_upload_status(
         self, dev_type: str | None, group: str
