@@ -1,0 +1,250 @@
+"""The head-end's device inventory (layer ``headend``, sans-IO).
+
+Every device that registered (CSMP.md "Transport": POST ``/r``): address,
+EUI-64, hardware id, running version, its three firmware slots as last
+reported in FirmwareImageInfo (TLV 75; CSMP.md "Firmware slots"), when it was
+last heard from, its firmware group, and the outcome of the last group
+commands per device. A device is *up* while it was heard from within the
+silence limit, *down* after it.
+
+Pure data with ``now`` passed in; persistence reads :meth:`Inventory.take_dirty`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from emulator.csmp import csmp_pb2 as pb
+from emulator.firmware import bitmap
+
+logger = logging.getLogger(__name__)
+
+RUN, UPLOAD, BACKUP = 1, 2, 3
+
+
+@dataclass(slots=True)
+class SlotInfo:
+    """One firmware slot as a device reported it (TLV 75)."""
+
+    index: int
+    file_hash: bytes = b""
+    name: str = ""
+    version: str = ""
+    size: int = 0
+    block_size: int = 0
+    bitmap: bytes | None = None
+    """Wire bitmap; present only while the UPLOAD slot is downloading."""
+    load_time: int = 0
+    hwid: str = ""
+
+    @property
+    def nblocks(self) -> int:
+        return -(-self.size // self.block_size) if self.block_size else 0
+
+    @property
+    def complete(self) -> bool:
+        """Holds a whole image (not downloading)."""
+        return bool(self.file_hash) and self.bitmap is None
+
+    def bits(self) -> int:
+        """The bitmap as an int (block n at bit n); full when complete."""
+        n = self.nblocks
+        if not 0 <= n <= bitmap.MAX_BLOCKS:
+            return 0  # a size no bitmap describes: nothing we can count
+        if self.bitmap is None:
+            return bitmap.full(n) if self.file_hash else 0
+        try:
+            return bitmap.from_bytes(self.bitmap, n)
+        except ValueError:
+            return 0
+
+    @classmethod
+    def from_tlv(cls, msg: pb.FirmwareImageInfo) -> SlotInfo:
+        return cls(
+            index=msg.index,
+            file_hash=msg.fileHash,
+            name=msg.fileName,
+            version=msg.version,
+            size=msg.fileSize,
+            block_size=msg.blockSize,
+            bitmap=msg.bitmap if msg.HasField("bitmap") else None,
+            load_time=msg.loadTime,
+            hwid=msg.hwInfo.hwId if msg.HasField("hwInfo") else "",
+        )
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "hash": self.file_hash.hex(),
+            "name": self.name,
+            "version": self.version,
+            "size": self.size,
+            "block_size": self.block_size,
+            "bitmap": None if self.bitmap is None else self.bitmap.hex(),
+            "load_time": self.load_time,
+            "hwid": self.hwid,
+        }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> SlotInfo:
+        bm = row.get("bitmap")
+        return cls(
+            index=int(row["index"]),
+            file_hash=bytes.fromhex(row.get("hash", "")),
+            name=str(row.get("name", "")),
+            version=str(row.get("version", "")),
+            size=int(row.get("size", 0)),
+            block_size=int(row.get("block_size", 0)),
+            bitmap=None if bm is None else bytes.fromhex(bm),
+            load_time=int(row.get("load_time", 0)),
+            hwid=str(row.get("hwid", "")),
+        )
+
+
+@dataclass(slots=True)
+class DeviceRecord:
+    """One device of the inventory."""
+
+    eui: str
+    """EUI-64, 16 upper-case hex digits."""
+    address: str
+    port: int
+    hardware_id: str = ""
+    version: str = ""
+    """Running firmware version (HardwareDesc FirmwareRev or the RUN slot)."""
+    function: int = 0
+    group: str = ""
+    """Key of the firmware group (lower-case name)."""
+    slots: dict[int, SlotInfo] = field(default_factory=dict)
+    first_seen: float = 0.0
+    last_heard: float = 0.0
+    registrations: int = 0
+    session: str = ""
+    results: dict[str, str] = field(default_factory=dict)
+    """Last outcome per command kind ("backup", "reload"), e.g. "ok", "refused 3"."""
+
+    @property
+    def addr(self) -> tuple[str, int]:
+        return self.address, self.port
+
+    def is_up(self, now: float, silence: float) -> bool:
+        return now - self.last_heard <= silence
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "eui": self.eui,
+            "address": self.address,
+            "port": self.port,
+            "hardware_id": self.hardware_id,
+            "version": self.version,
+            "function": self.function,
+            "group": self.group,
+            "slots": [s.to_row() for s in self.slots.values()],
+            "first_seen": self.first_seen,
+            "last_heard": self.last_heard,
+            "registrations": self.registrations,
+            "session": self.session,
+            "results": dict(self.results),
+        }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> DeviceRecord:
+        slots = [SlotInfo.from_row(s) for s in row.get("slots", [])]
+        return cls(
+            eui=str(row["eui"]),
+            address=str(row["address"]),
+            port=int(row["port"]),
+            hardware_id=str(row.get("hardware_id", "")),
+            version=str(row.get("version", "")),
+            function=int(row.get("function", 0)),
+            group=str(row.get("group", "")),
+            slots={s.index: s for s in slots},
+            first_seen=float(row.get("first_seen", 0.0)),
+            last_heard=float(row.get("last_heard", 0.0)),
+            registrations=int(row.get("registrations", 0)),
+            session=str(row.get("session", "")),
+            results=dict(row.get("results", {})),
+        )
+
+
+class Inventory:
+    """Devices by EUI-64, with an index by source address."""
+
+    def __init__(self, silence: float) -> None:
+        self.silence = silence
+        """Seconds of silence after which a device is down."""
+        self._devices: dict[str, DeviceRecord] = {}
+        self._by_addr: dict[tuple[str, int], str] = {}
+        self._dirty: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+    def __iter__(self) -> Iterator[DeviceRecord]:
+        return iter(self._devices.values())
+
+    def __contains__(self, eui: object) -> bool:
+        return eui in self._devices
+
+    def get(self, eui: str) -> DeviceRecord | None:
+        return self._devices.get(eui)
+
+    def by_addr(self, addr: tuple[str, int]) -> DeviceRecord | None:
+        eui = self._by_addr.get(addr)
+        return None if eui is None else self._devices.get(eui)
+
+    def add(self, record: DeviceRecord) -> None:
+        """Insert or replace a record (registration, or loading the store)."""
+        old = self._devices.get(record.eui)
+        if old is not None and old.addr != record.addr:
+            self._by_addr.pop(old.addr, None)
+        self._devices[record.eui] = record
+        self._by_addr[record.addr] = record.eui
+
+    def move(self, record: DeviceRecord, addr: tuple[str, int]) -> None:
+        """A device registered from a new address."""
+        if record.addr != addr:
+            self._by_addr.pop(record.addr, None)
+            record.address, record.port = addr
+            self._by_addr[addr] = record.eui
+
+    def touch(self, record: DeviceRecord, now: float) -> None:
+        record.last_heard = now
+        self._dirty.add(record.eui)
+
+    def mark(self, eui: str) -> None:
+        self._dirty.add(eui)
+
+    def take_dirty(self) -> list[DeviceRecord]:
+        """Records changed since the last call (for the store)."""
+        dirty, self._dirty = self._dirty, set()
+        return [self._devices[e] for e in dirty if e in self._devices]
+
+    def members(self, group_key: str) -> list[DeviceRecord]:
+        return [d for d in self._devices.values() if d.group == group_key]
+
+    def is_up(self, record: DeviceRecord, now: float) -> bool:
+        return record.is_up(now, self.silence)
+
+    def update_slots(self, record: DeviceRecord, infos: list[SlotInfo]) -> None:
+        for info in infos:
+            if info.index in (RUN, UPLOAD, BACKUP):
+                record.slots[info.index] = info
+                if info.index == RUN and info.version:
+                    record.version = info.version
+                if info.index == RUN and info.hwid and not record.hardware_id:
+                    record.hardware_id = info.hwid
+        self._dirty.add(record.eui)
+
+    def set_backup(self, record: DeviceRecord, file_hash: bytes) -> None:
+        """A device accepted SetBackupRequest: its BACKUP slot now holds the
+        image (until its next report says otherwise)."""
+        source = next(
+            (s for s in record.slots.values() if s.file_hash == file_hash), None
+        )
+        if source is not None:
+            record.slots[BACKUP] = replace(source, index=BACKUP, bitmap=None)
+            self._dirty.add(record.eui)

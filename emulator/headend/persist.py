@@ -1,0 +1,219 @@
+"""Head-end state to SQLite rows and back (layer ``headend``, pure).
+
+What :mod:`emulator.headend.store` writes for the core's changes
+(:meth:`HeadEndCore.take_changes`) and how a restarted head-end rebuilds its
+inventory and campaigns from the rows. An upload that was running when the
+process died resumes where it was (transfer, multicast blocks from the next
+block, or unicast fill-in with each member's saved bitmap and rounds); a
+backup/reload collection that was running is closed as it stood (the devices
+have applied what they received; the answers still missing count as no
+response) and its reload time is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from emulator.headend.core import Campaign, HeadEndCore, Reload
+from emulator.headend.engine import (
+    CommandCampaign,
+    CommandKind,
+    CommandMember,
+    ImageRef,
+    Member,
+    Phase,
+    UploadCampaign,
+)
+from emulator.headend.inventory import DeviceRecord
+from emulator.headend.store import (
+    OperationRow,
+    Write,
+    device_write,
+    operation_write,
+    progress_write,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def change_writes(
+    devices: Iterable[DeviceRecord], campaigns: Iterable[tuple[Campaign, list[Any]]]
+) -> list[Write]:
+    """The store writes for changed devices and campaigns."""
+    writes = [device_write(d.to_row()) for d in devices]
+    for campaign, members in campaigns:
+        writes.append(
+            operation_write(
+                campaign.op_id,
+                str(campaign.kind),
+                campaign.group_key,
+                campaign_data(campaign),
+            )
+        )
+        for member in members:
+            writes.append(
+                progress_write(campaign.op_id, member.eui, member_data(member))
+            )
+    return writes
+
+
+def campaign_data(campaign: Campaign) -> dict[str, Any]:
+    common = {
+        "group_id": campaign.group_id,
+        "multicast": campaign.multicast,
+        "phase": campaign.phase.value,
+        "started": campaign.started,
+        "finished": campaign.finished_at,
+    }
+    if isinstance(campaign, UploadCampaign):
+        img = campaign.image
+        return {
+            **common,
+            **campaign.to_row(),
+            "image": {
+                "name": img.name,
+                "version": img.version,
+                "sha256": img.sha256.hex(),
+                "hwid": img.hwid,
+                "block_size": img.block_size,
+            },
+        }
+    return {
+        **common,
+        "file_hash": campaign.file_hash.hex(),
+        "load_time": campaign.load_time,
+    }
+
+
+def member_data(member: Member | CommandMember) -> dict[str, Any]:
+    if isinstance(member, Member):
+        return member.to_row()
+    return {
+        "eui": member.eui,
+        "code": member.code,
+        "failed": member.failed,
+        "attempts": member.attempts,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """What a restart needs from the store, read off the event loop."""
+
+    operations: list[OperationRow]
+    """The latest upload and latest command of each group."""
+    progress: dict[int, list[dict[str, Any]]]
+    images: dict[bytes, bytes | None]
+    """Bytes of the images of running uploads (None: file lost)."""
+    next_op_id: int
+
+
+def latest_operations(rows: Iterable[OperationRow]) -> list[OperationRow]:
+    """Per group, its last upload and its last command."""
+    latest: dict[tuple[str, bool], OperationRow] = {}
+    for row in rows:
+        latest[(row.group_key, row.kind == "upload")] = row
+    return sorted(latest.values(), key=lambda r: r.id)
+
+
+def restore(core: HeadEndCore, saved: Saved, now: float) -> list[Campaign]:
+    """Rebuild the latest campaigns; running uploads are resumed."""
+    core.next_op_id = max(core.next_op_id, saved.next_op_id)
+    restored: list[Campaign] = []
+    for row in saved.operations:
+        members = saved.progress.get(row.id, [])
+        try:
+            if row.kind == "upload":
+                campaign: Campaign | None = _restore_upload(
+                    core, row, members, saved, now
+                )
+            else:
+                campaign = _restore_command(core, row, members, now)
+        except (KeyError, ValueError, TypeError) as exc:
+            logger.warning("cannot restore operation %d: %s", row.id, exc)
+            continue
+        if campaign is not None:
+            restored.append(campaign)
+    return restored
+
+
+def _restore_upload(
+    core: HeadEndCore,
+    row: OperationRow,
+    members: list[dict[str, Any]],
+    saved: Saved,
+    now: float,
+) -> UploadCampaign | None:
+    data = row.data
+    img = data["image"]
+    sha = bytes.fromhex(img["sha256"])
+    raw = saved.images.get(sha)
+    phase = Phase(data["phase"])
+    ref = ImageRef(
+        img["name"],
+        img["version"],
+        sha,
+        img["hwid"],
+        raw or b"",
+        int(img["block_size"]),
+    )
+    campaign = UploadCampaign.restore(
+        row.id,
+        row.group_key,
+        int(data["group_id"]),
+        ref,
+        [Member.from_row(m) for m in members],
+        core.tuning,
+        multicast=bool(data["multicast"]),
+        row=data,
+        now=now,
+    )
+    core.uploads[row.group_key] = campaign
+    if campaign.active:
+        if raw is None:
+            campaign.phase = Phase.FAILED
+            campaign.reason = "image file lost"
+            campaign.finished_at = now
+            return campaign
+        campaign.resume(phase, int(data.get("next_block", 0)), now)
+        core.adopt(campaign)
+        logger.info("resuming upload %d of %s", row.id, row.group_key)
+    return campaign
+
+
+def _restore_command(
+    core: HeadEndCore, row: OperationRow, members: list[dict[str, Any]], now: float
+) -> CommandCampaign:
+    data = row.data
+    kind = CommandKind(row.kind)
+    campaign = CommandCampaign(
+        row.id,
+        kind,
+        row.group_key,
+        int(data["group_id"]),
+        bytes.fromhex(data["file_hash"]),
+        (),
+        core.tuning,
+        multicast=bool(data["multicast"]),
+        now=float(data.get("started", now)),
+        load_time=int(data.get("load_time", 0)),
+    )
+    for entry in members:
+        member = CommandMember(
+            str(entry["eui"]),
+            entry.get("code"),
+            str(entry.get("failed", "")),
+            int(entry.get("attempts", 0)),
+        )
+        campaign.members[member.eui] = member
+    campaign.phase = Phase.DONE
+    campaign.finished_at = float(data.get("finished") or now)
+    core.commands[row.group_key] = campaign
+    if kind is CommandKind.RELOAD:
+        core.reloads[row.group_key] = Reload(
+            float(campaign.load_time), campaign.file_hash, campaign.op_id
+        )
+    return campaign

@@ -1,0 +1,275 @@
+"""The head-end core and campaign engine against real emulated devices, in memory.
+
+Layer ``headend`` (CSMP.md "Group flows", "What FND does with it"): devices of
+:mod:`emulator.node.device` and the :class:`HeadEndCore` exchange CoAP through
+:class:`MemoryWire` with a virtual clock and seeded loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from emulator.firmware.image import build_image
+from emulator.headend.core import HeadEndCore
+from emulator.headend.engine import (
+    CommandKind,
+    ImageRef,
+    Outcome,
+    Phase,
+    UploadCampaign,
+    UploadStatus,
+)
+from emulator.headend.groups import make_group
+from emulator.headend.testing import (
+    GROUP_ADDR,
+    HEADEND_ADDR,
+    MemoryWire,
+    build_core,
+    signing_profile,
+)
+from emulator.node.profile import DeviceFaults, UploadState
+
+HWID = "OPENCSMP"
+
+
+def firmware(version: str, size: int, seed: int = 1) -> bytes:
+    payload = random.Random(seed).randbytes(size)
+    return build_image(payload, hwid=HWID, version=version, name="mesh")
+
+
+RUN_IMAGE = firmware("6.8.1", 3000)
+NEW_IMAGE = firmware("6.9.1", 20_000, seed=2)
+
+
+def image_ref(data: bytes = NEW_IMAGE, block_size: int = 256) -> ImageRef:
+    return ImageRef(
+        "mesh-6.9.1.bin",
+        "6.9.1",
+        hashlib.sha256(data).digest(),
+        HWID,
+        data,
+        block_size,
+    )
+
+
+def make_wire(
+    count: int,
+    *,
+    multicast: bool = True,
+    loss: float = 0.0,
+    **upload: Any,
+) -> tuple[MemoryWire, HeadEndCore]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    group = make_group(
+        "Meters", id=7, multicast=GROUP_ADDR if multicast else "", hardware_ids=[HWID]
+    )
+    core = build_core([group], key, **upload)
+    wire = MemoryWire(core, loss=loss)
+    wire.add_devices(count, RUN_IMAGE, profile=signing_profile(key))
+    assert wire.run(60, lambda: len(core.inventory) == count)
+    assert wire.run(10, lambda: all(d.registered for d in wire.devices))
+    return wire, core
+
+
+def upload(wire: MemoryWire, core: HeadEndCore, limit: float = 600) -> UploadCampaign:
+    group = core.groups.get("meters")
+    assert group is not None
+    members = [d.eui for d in core.inventory.members("meters")]
+    campaign = core.start_upload(group, image_ref(), members, wire.now)
+    assert wire.run(limit, lambda: not campaign.active), campaign.phase
+    return campaign
+
+
+def test_registration_fills_inventory_and_assigns_group() -> None:
+    wire, core = make_wire(5)
+    for device in wire.devices:
+        record = core.inventory.get(wire.eui(device))
+        assert record is not None
+        assert record.group == "meters"
+        assert record.hardware_id == HWID
+        assert record.version == "6.8.1"
+        assert set(record.slots) == {1, 2, 3}
+        assert device.groups == {2: 7}
+        assert device.session_id == record.session
+    assert core.stats["registrations"] == 5
+    assert core.stats["bad_input"] == 0
+
+
+def test_multicast_upload_without_loss_needs_no_unicast_blocks() -> None:
+    wire, core = make_wire(6)
+    campaign = upload(wire, core)
+    assert campaign.phase is Phase.DONE
+    assert all(m.outcome is Outcome.COMPLETE for m in campaign.members.values())
+    assert all(d.upload_state is UploadState.COMPLETE for d in wire.devices)
+    assert campaign.stats["multicast_blocks"] == image_ref().nblocks
+    assert campaign.stats["unicast_blocks"] == 0
+
+
+def test_multicast_upload_with_loss_fills_in_by_unicast() -> None:
+    wire, core = make_wire(12, loss=0.1)
+    campaign = upload(wire, core)
+    assert campaign.phase is Phase.DONE
+    outcomes = {m.outcome for m in campaign.members.values()}
+    assert outcomes == {Outcome.COMPLETE}
+    assert all(d.upload_state is UploadState.COMPLETE for d in wire.devices)
+    assert campaign.stats["unicast_blocks"] > 0
+    record = core.inventory.get(wire.eui(wire.devices[0]))
+    assert record is not None and record.slots[2].complete
+
+
+def test_devices_deaf_to_multicast_complete_by_unicast() -> None:
+    wire, core = make_wire(4)
+    wire.deaf.update({1, 3})
+    campaign = upload(wire, core)
+    assert all(m.outcome is Outcome.COMPLETE for m in campaign.members.values())
+    assert campaign.stats["unicast_blocks"] >= 2 * image_ref().nblocks
+
+
+def test_unicast_mode_group() -> None:
+    wire, core = make_wire(3, multicast=False, loss=0.05)
+    campaign = upload(wire, core)
+    assert campaign.stats["multicast_blocks"] == 0
+    assert all(m.outcome is Outcome.COMPLETE for m in campaign.members.values())
+
+
+def test_refusals_carry_the_device_code() -> None:
+    wire, core = make_wire(4)
+    wire.devices[0].faults = DeviceFaults(refuse_transfer_code=4)
+    wire.devices[1].faults = DeviceFaults(refuse_transfer_code=10)
+    campaign = upload(wire, core)
+    by_eui = campaign.members
+    first, second = (by_eui[wire.eui(d)] for d in wire.devices[:2])
+    assert (first.outcome, first.code) == (Outcome.REFUSED, 4)
+    assert (second.outcome, second.code) == (Outcome.REFUSED, 10)
+    assert campaign.status_of(wire.eui(wire.devices[2])) is UploadStatus.COMPLETE
+    assert campaign.phase is Phase.DONE
+
+
+def test_no_member_accepting_fails_the_upload() -> None:
+    wire, core = make_wire(2)
+    for device in wire.devices:
+        device.faults = DeviceFaults(refuse_transfer_code=1)
+    campaign = upload(wire, core)
+    assert campaign.phase is Phase.FAILED
+    assert campaign.reason == "no member accepted the transfer"
+
+
+def test_silent_member_becomes_unreachable() -> None:
+    wire, core = make_wire(3, max_attempts=1)
+    core.exchange.tuning = replace(core.exchange.tuning, max_retransmit=1)
+    wire.silent.add(2)
+    campaign = upload(wire, core)
+    silent = campaign.members[wire.eui(wire.devices[2])]
+    assert silent.outcome is Outcome.UNREACHABLE
+    assert campaign.phase is Phase.DONE
+
+
+def test_stop_keeps_partial_uploads() -> None:
+    wire, core = make_wire(3, pace=20.0)
+    group = core.groups.get("meters")
+    assert group is not None
+    members = [d.eui for d in core.inventory.members("meters")]
+    campaign = core.start_upload(group, image_ref(), members, wire.now)
+    wire.run(60, lambda: campaign.next_block > 20)
+    assert core.stop_upload("meters", wire.now)
+    sent = campaign.stats["multicast_blocks"]
+    wire.run(30)
+    assert campaign.stats["multicast_blocks"] == sent
+    assert campaign.phase is Phase.STOPPED
+    assert all(d.upload_state is UploadState.DOWNLOADING for d in wire.devices)
+    assert not core.stop_upload("meters", wire.now)
+
+
+def test_max_rounds_bounds_a_device_that_never_completes() -> None:
+    wire, core = make_wire(2, max_rounds=2)
+    wire.devices[0].faults = DeviceFaults(flash_write_error_rate=1.0)
+    campaign = upload(wire, core)
+    broken = campaign.members[wire.eui(wire.devices[0])]
+    assert broken.outcome is Outcome.FAILED
+    assert "gave up after 2 rounds" in broken.reason
+
+
+@pytest.mark.parametrize("multicast", [True, False])
+def test_backup_and_reload_commands(multicast: bool) -> None:
+    wire, core = make_wire(5, multicast=multicast, loss=0.05)
+    upload(wire, core)
+    group = core.groups.get("meters")
+    assert group is not None
+    members = [d.eui for d in core.inventory.members("meters")]
+    sha = image_ref().sha256
+    backup = core.start_command(CommandKind.BACKUP, group, sha, members, wire.now)
+    assert wire.run(300, lambda: not backup.active)
+    assert backup.counts()["accepted"] == 5
+    assert all(d.firmware.backup is not None for d in wire.devices)
+    at = int(wire.now) + 30
+    reload = core.start_command(
+        CommandKind.RELOAD, group, sha, members, wire.now, load_time=at
+    )
+    assert wire.run(300, lambda: not reload.active)
+    assert reload.counts()["accepted"] == 5
+    assert core.reloads["meters"].at == at
+    assert wire.run(
+        120, lambda: all(d.running_version == "6.9.1" for d in wire.devices)
+    )
+    assert wire.run(60, lambda: all(d.registered for d in wire.devices))
+    record = core.inventory.get(wire.eui(wire.devices[0]))
+    assert record is not None and record.version == "6.9.1"
+    assert record.results["reload"] == "ok"
+
+
+def test_bad_input_is_counted_not_raised() -> None:
+    wire, core = make_wire(1)
+    device_addr = core.inventory.get(wire.eui(wire.devices[0]))
+    assert device_addr is not None
+    from emulator.coap.message import Code, Message, Type, encode, request_options
+
+    bad = Message(Type.NON, Code.POST, 9, b"", request_options("c"), b"\xff\xff\xff")
+    core.receive_datagram(encode(bad), HEADEND_ADDR, device_addr.addr, wire.now)
+    core.receive_datagram(b"\x00garbage", HEADEND_ADDR, device_addr.addr, wire.now)
+    reg = Message(Type.CON, Code.POST, 10, b"t", request_options("r"), b"\x02\x00")
+    core.receive_datagram(encode(reg), HEADEND_ADDR, ("fd00::99", 61628), wire.now)
+    assert core.stats["bad_input"] == 2
+    answers = core.datagrams_to_send()
+    assert answers and answers[-1].remote == ("fd00::99", 61628)
+
+
+def test_metrics_collector_aggregates(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from prometheus_client import CollectorRegistry
+
+    from emulator.headend.images import ImageStore
+    from emulator.headend.metrics import HeadEndCollector
+
+    wire, core = make_wire(3, loss=0.05)
+    upload(wire, core)
+    registry = CollectorRegistry()
+    registry.register(HeadEndCollector(core, ImageStore(Path(".")), lambda: wire.now))
+
+    def sample(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value("meshfleet_headend_" + name, labels)
+
+    assert sample("devices", state="up") == 3
+    assert sample("upload_devices", state="complete") == 3
+    assert sample("operations", kind="upload", status="done") == 1
+    assert sample("blocks_sent_total", mode="multicast") == image_ref().nblocks
+    assert (sample("registrations_total") or 0) >= 3
+    assert sample("bytes_sent_total")
+
+
+def test_group_change_is_pushed_by_unicast_group_assign() -> None:
+    wire, core = make_wire(2)
+    meters = make_group("Meters", id=7, multicast=GROUP_ADDR, hardware_ids=[HWID])
+    pinned = make_group("pinned", id=11, euis=[wire.eui(wire.devices[0])])
+    assert core.apply_groups([meters, pinned], wire.now) == 1
+    assert wire.run(10, lambda: wire.devices[0].groups == {2: 11})
+    assert wire.devices[1].groups == {2: 7}
+    assert core.stats["group_assigns"] == 1
+    record = core.inventory.get(wire.eui(wire.devices[0]))
+    assert record is not None and record.group == "pinned"
