@@ -176,7 +176,7 @@ def test_message_ids_are_per_pair_and_sequential() -> None:
         ex.send_non(DEV_A, NMS, Message(Type.NON, Code.POST), now=0)
     ex.send_non(DEV_B, NMS, Message(Type.NON, Code.POST), now=0)
     mids = [decode(d.data).mid for d in ex.datagrams_to_send()]
-    assert mids[1] == (mids[0] + 1) & 0xFFFF and mids[2] == (mids[1] + 1) & 0xFFFF
+    assert mids[1] == (mids[0] + 1) & 0x7FFF and mids[2] == (mids[1] + 1) & 0x7FFF
     assert len(ex._mids) == 2
     ex.handle_timer(1000)
     assert ex._mids == {}  # idle counters are dropped
@@ -202,3 +202,16 @@ def test_non_response_to_non_request() -> None:
     # duplicate NON requests are dropped silently
     assert ex.receive_datagram(encode(req), DEV_A, NMS, now=1) is None
     assert ex.datagrams_to_send() == []
+
+
+def test_multicast_and_unicast_ids_are_disjoint() -> None:
+    ex = ExchangeLayer(seed=8)
+    group = ("ff05::6d66:0:0:2", 61628)
+    for _ in range(100):
+        ex.send_non(NMS, group, Message(Type.NON, Code.POST), now=0)
+        ex.send_non(NMS, DEV_A, Message(Type.NON, Code.POST), now=0)
+    sent = ex.datagrams_to_send()
+    multicast = {decode(d.data).mid for d in sent if d.remote == group}
+    unicast = {decode(d.data).mid for d in sent if d.remote == DEV_A}
+    assert len(multicast) == len(unicast) == 100
+    assert all(m >= 0x8000 for m in multicast) and all(m < 0x8000 for m in unicast)

@@ -6,7 +6,8 @@ of RFC 7252 asks, keyed by the *pair* of endpoints, never by the remote alone:
 
 - duplicate detection by ``(local, remote, mid)``: a duplicate CON gets the
   cached answer again, a duplicate NON is dropped (section 4.5);
-- message ids per ``(local, remote)`` pair for what we send (section 4.4);
+- message ids per ``(local, remote)`` pair for what we send (section 4.4),
+  multicast ones in the upper half of the id space, unicast in the lower;
 - tokens to match responses, piggybacked or separate, to our requests;
 - retransmission of our CON requests with exponential back-off (section 4.2),
   an empty ACK for separate responses, RST for what we cannot match.
@@ -376,7 +377,12 @@ class ExchangeLayer:
         mid = int(entry[0])
         entry[0] = (mid + 1) & 0xFFFF
         entry[1] = now
-        return mid
+        # Multicast and unicast message ids come from disjoint halves, so that
+        # a device keying duplicates by (source, mid) alone never mistakes a
+        # unicast message for a group message it saw (or the other way round).
+        if remote[0][:2].lower() == "ff":
+            return mid | 0x8000
+        return mid & 0x7FFF
 
     def _new_token(self) -> bytes:
         self._token_counter = (self._token_counter + 1) & 0xFFFFFFFF
