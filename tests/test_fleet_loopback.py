@@ -147,3 +147,31 @@ async def test_stop_is_idempotent_and_closes_sockets() -> None:
     assert free_port_range(5) is not None
     tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     assert not tasks
+
+
+async def test_request_that_moves_a_deadline_rearms_the_timer(
+    running: tuple[Fleet, object],
+) -> None:
+    """A RebootRequest (or a LoadRequest) must fire when due, not later.
+
+    Regression: datagrams moved device deadlines without re-arming the one
+    timer, so a scheduled reload waited for some unrelated timer.
+    """
+    fleet, _nms = running
+    await wait_for(lambda: fleet.stats["registrations_ok"] == DEVICES, 10)
+    eui = next(iter(fleet.devices))
+    client, transport = await start_client()
+    try:
+        reboot = encode_tlv(T.REBOOT_REQUEST, pb.RebootRequest(flag=1))
+        answer = await client.request(
+            fleet.local_address(eui), "c", code=Code.POST, payload=reboot
+        )
+        assert answer is not None and answer[0].code == Code.CREATED
+        wheel_due = fleet._wheel.next_deadline()
+        assert fleet._timer is not None and wheel_due is not None
+        assert fleet._timer._when <= wheel_due
+        before = fleet.stats["registrations_sent"]
+        # boot_time is 0: the reboot shows as a new registration at once
+        assert await wait_for(lambda: fleet.stats["registrations_sent"] > before, 4)
+    finally:
+        transport.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -27,11 +28,23 @@ from emulator.lab.progress import make_progress
     help="auto: network namespaces when root, loopback otherwise.",
 )
 @click.option("--timeout", default=600.0, show_default=True, help="Per phase (s).")
+@click.option(
+    "--logs",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep the head-end and fleet logs in this directory.",
+)
 def demo(
-    devices: int, loss: float, image_kib: int, seed: int, mode: str, timeout: float
+    devices: int,
+    loss: float,
+    image_kib: int,
+    seed: int,
+    mode: str,
+    timeout: float,
+    logs: Path | None,
 ) -> None:
     """Upgrade an emulated fleet end to end through the SOAP NB API."""
-    opts = DemoOptions(devices, loss, image_kib, seed, mode, timeout)
+    opts = DemoOptions(devices, loss, image_kib, seed, mode, timeout, log_dir=logs)
     progress = make_progress()
     try:
         result = Demo(opts, progress).run()

@@ -377,6 +377,7 @@ class Fleet:
                     continue
             self._receive(i, data, local, remote, now)
         self._flush(now)
+        self._arm()  # requests move device deadlines (loads, async answers)
 
     def _hold(
         self,

@@ -72,6 +72,8 @@ class DemoOptions:
     """Give up on any phase after this many seconds."""
     reload_delay: int = 5
     """scheduleReload this many seconds ahead."""
+    log_dir: Path | None = None
+    """Keep the head-end's and the fleet's logs here (default: discarded)."""
 
 
 @dataclass
@@ -124,7 +126,7 @@ def _lab(mode: str) -> Iterator[_Lab]:
             lab.exec_prefix(lab.headend_ns),
             lab.exec_prefix(lab.fleet_ns),
             f"[{lab.headend_addr}]:61628",
-            lab.headend_addr,
+            lab.headend_mgmt_addr,
             lab.headend_if,
             lab.fleet_if,
             "prefix",
@@ -142,7 +144,7 @@ port = 61628
 multicast_interface = "{lab.headend_multicast_if}"
 
 [http]
-listen = "{lab.http_host}"
+listen = "{"::" if lab.mode == "netns" else lab.http_host}"
 port = {http_port}
 
 [nms]
@@ -222,9 +224,18 @@ class Demo:
         with ExitStack() as stack:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory("-mfdemo")))
             lab = stack.enter_context(_lab(mode))
-            procs = ProcessSet(work)
+            log_dir = self.opts.log_dir or work
+            log_dir.mkdir(parents=True, exist_ok=True)
+            procs = ProcessSet(log_dir)
             stack.callback(procs.stop)
-            return self._run_in(lab, work, procs)
+            try:
+                return self._run_in(lab, work, procs)
+            except DemoError as exc:
+                tails = "".join(
+                    f"\n--- last lines of {c.name} ({c.log_path}) ---\n{c.tail(12)}"
+                    for c in procs.children
+                )
+                raise DemoError(f"{exc}{tails}") from exc
         raise AssertionError("unreachable")
 
     # -- setting up ------------------------------------------------------

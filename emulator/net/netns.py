@@ -8,6 +8,10 @@ Used by the demo and the tests to put the head-end and the fleet on separate
     [ns <name>-fl] veth <name>f  fd00:6d66:ffff::2/64   local route of the
                                                         fleet prefix on lo
 
+A second veth pair joins the calling (root) namespace to the head-end's, so
+that tools running here reach the head-end's HTTP API at ``headend_mgmt_addr``
+(``fd00:6d66:fffe::2``; this side is ``fd00:6d66:fffe::1``).
+
 Multicast leaves by the veth (the kernel's ff00::/8 route of each interface;
 senders pick it with IPV6_MULTICAST_IF).
 
@@ -26,6 +30,7 @@ from types import TracebackType
 log = logging.getLogger(__name__)
 
 LINK_PREFIX = "fd00:6d66:ffff::"
+MGMT_PREFIX = "fd00:6d66:fffe::"
 
 
 def can_create_namespaces() -> bool:
@@ -55,7 +60,10 @@ class TwoHostLab:
         self.fleet_if = f"{name}f"
         self.headend_addr = LINK_PREFIX + "1"
         self.fleet_link_addr = LINK_PREFIX + "2"
+        self.mgmt_if = f"{name}m"
+        self.headend_mgmt_addr = MGMT_PREFIX + "2"
         self._created: list[str] = []
+        self._mgmt_created = False
 
     def __enter__(self) -> TwoHostLab:
         try:
@@ -91,6 +99,17 @@ class TwoHostLab:
             self.fleet_link_addr, "dev", self.headend_if)  # fmt: skip
         _ip("-n", self.fleet_ns, "-6", "route", "add", "local", self.fleet_prefix,
             "dev", "lo")  # fmt: skip
+        self._create_mgmt()
+
+    def _create_mgmt(self) -> None:
+        _ip("link", "add", self.mgmt_if, "type", "veth", "peer", "name",
+            f"{self.name}n", "netns", self.headend_ns)  # fmt: skip
+        self._mgmt_created = True
+        _ip("addr", "add", f"{MGMT_PREFIX}1/64", "dev", self.mgmt_if, "nodad")
+        _ip("link", "set", self.mgmt_if, "up")
+        _ip("-n", self.headend_ns, "addr", "add", f"{self.headend_mgmt_addr}/64",
+            "dev", f"{self.name}n", "nodad")  # fmt: skip
+        _ip("-n", self.headend_ns, "link", "set", f"{self.name}n", "up")
 
     def ifindex(self, ns: str, dev: str) -> int:
         """Interface index of ``dev`` inside namespace ``ns``."""
@@ -105,7 +124,10 @@ class TwoHostLab:
         return ["ip", "netns", "exec", ns]
 
     def close(self) -> None:
-        """Remove the namespaces (the veth pair goes with them)."""
+        """Remove the namespaces (the veth pairs go with them)."""
+        if self._mgmt_created:
+            _ip("link", "del", self.mgmt_if, check=False)
+            self._mgmt_created = False
         while self._created:
             ns = self._created.pop()
             _ip("netns", "del", ns, check=False)
