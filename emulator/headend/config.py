@@ -28,6 +28,7 @@ Keys and defaults (``[section] key = default``)::
     [http]
     listen = "::"
     port = 8080                  # 0: any free port; -1: no HTTP server
+    live_view = true             # the live page at / and its JSON API at /api/
 
     [upload]
     block_size = 512             # preferred; doubled up to 1024 for big files
@@ -129,6 +130,8 @@ class HttpConfig:
     listen: str = "::"
     port: int = 8080
     """0 picks a free port, -1 disables HTTP."""
+    live_view: bool = True
+    """Serve the live page (``/``, ``/api/...``; emulator.web) next to the NB API."""
 
 
 @dataclass(frozen=True, slots=True)

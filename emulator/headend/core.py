@@ -23,7 +23,7 @@ import secrets
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -87,6 +87,27 @@ STAT_NAMES = (
     "requests_failed",
     "group_assigns",
 )
+
+
+class CoreObserver(Protocol):
+    """What the core tells an optional observer (the live view), as it happens.
+
+    Called synchronously from the core's event and timer paths, so each call
+    must be cheap and must not raise. Finished campaigns go to
+    :attr:`HeadEndCore.on_finished`; per-member outcomes (refusals, failures)
+    are in the campaigns themselves.
+    """
+
+    def block_sent(self, now: float, unicast: bool) -> None:
+        """One ImageBlock left, to the group (multicast) or to one device."""
+
+    def registered(
+        self, now: float, record: DeviceRecord, previous_version: str | None
+    ) -> None:
+        """A device registered; ``previous_version``: None when new to us."""
+
+    def campaign_started(self, now: float, campaign: Campaign) -> None:
+        """An upload or group command started (not a restored one)."""
 
 
 @dataclass(slots=True)
@@ -154,6 +175,8 @@ class HeadEndCore:
         self.finished_ops: Counter[tuple[str, str]] = Counter()
         """Finished operations by (kind, final phase), since start."""
         self.on_finished: list[Callable[[Campaign], None]] = []
+        self.observer: CoreObserver | None = None
+        """Told about block sends, registrations, started campaigns."""
         self._active: list[Campaign] = []
         self._handles: dict[int, tuple[str, Purpose]] = {}
         self._written: dict[int, tuple[Any, ...]] = {}
@@ -227,6 +250,8 @@ class HeadEndCore:
             self._answer(req, Code.BAD_REQUEST, now)
             return
         self.stats["registrations"] += 1
+        known = self.inventory.get(report.eui)
+        previous = None if known is None else known.version
         record = self._record_for(report, req.remote, now)
         record.registrations += 1
         record.session = secrets.token_hex(8)
@@ -237,6 +262,8 @@ class HeadEndCore:
         )
         self.exchange.respond(req, Code.VALID, answer, now=now)
         self._absorb(record, report, now)
+        if self.observer is not None:
+            self.observer.registered(now, record, previous)
         if not report.slots:
             self._send(
                 Send(
@@ -442,6 +469,8 @@ class HeadEndCore:
         campaign.start(now)
         self.uploads[group.key] = campaign
         self.adopt(campaign)
+        if self.observer is not None:
+            self.observer.campaign_started(now, campaign)
         return campaign
 
     def start_command(
@@ -477,6 +506,8 @@ class HeadEndCore:
         elif kind is CommandKind.CANCEL:
             self.reloads.pop(group.key, None)
         self.adopt(campaign)
+        if self.observer is not None:
+            self.observer.campaign_started(now, campaign)
         return campaign
 
     def adopt(self, campaign: Campaign) -> None:
@@ -527,6 +558,8 @@ class HeadEndCore:
         if send.purpose is Purpose.BLOCK:
             name = "blocks_unicast" if send.eui else "blocks_multicast"
             self.stats[name] += 1
+            if self.observer is not None:
+                self.observer.block_sent(now, send.eui is not None)
         self.stats["bytes_sent"] += len(payload)
         if send.confirmable:
             handle = self.exchange.request(self.local, target, message, now)

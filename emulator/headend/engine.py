@@ -596,6 +596,8 @@ class UploadCampaign:
         old = member.step
         if old in BUSY_STEPS:
             self._busy -= 1
+            if self._queue:
+                self._wake = -1.0  # a place is free: serve the queue
         if step in BUSY_STEPS:
             self._busy += 1
         member.step = step

@@ -200,16 +200,33 @@ class Inventory:
         """Insert or replace a record (registration, or loading the store)."""
         old = self._devices.get(record.eui)
         if old is not None and old.addr != record.addr:
-            self._by_addr.pop(old.addr, None)
+            self._unindex(old)
         self._devices[record.eui] = record
         self._by_addr[record.addr] = record.eui
 
     def move(self, record: DeviceRecord, addr: tuple[str, int]) -> None:
         """A device registered from a new address."""
         if record.addr != addr:
-            self._by_addr.pop(record.addr, None)
+            self._unindex(record)
             record.address, record.port = addr
             self._by_addr[addr] = record.eui
+
+    def _unindex(self, record: DeviceRecord) -> None:
+        """``record`` leaves its address (rare: a device moved).
+
+        Another device may have registered from that address since: its
+        entry is not ours to drop. When the entry was ours, a device that
+        still claims the address (it registered there before us) gets it
+        back, or its reports would be refused as from an unknown device.
+        """
+        addr = record.addr
+        if self._by_addr.get(addr) != record.eui:
+            return
+        del self._by_addr[addr]
+        for other in self._devices.values():
+            if other is not record and other.addr == addr:
+                self._by_addr[addr] = other.eui
+                break
 
     def touch(self, record: DeviceRecord, now: float) -> None:
         record.last_heard = now

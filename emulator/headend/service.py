@@ -4,7 +4,8 @@ Ties the sans-IO :class:`~emulator.headend.core.HeadEndCore` to the network
 (one :class:`~emulator.net.udp.UdpEndpoint` on the CSMP port, one
 :class:`~emulator.net.udp.OneTimer`), to its state directory (SQLite through
 one writer thread, image files, the NMS key) and, when HTTP is enabled, to
-the NB API SOAP application of :mod:`emulator.nbapi.app` with ``/metrics``.
+the NB API SOAP application of :mod:`emulator.nbapi.app` with ``/metrics``
+and the live page (``/``, ``/api/...``) over :mod:`emulator.headend.webview`.
 
 Use in-process (tests, demo)::
 
@@ -52,6 +53,7 @@ from emulator.headend.metrics import HeadEndCollector
 from emulator.headend.operations import HeadEndApi
 from emulator.headend.persist import Saved, change_writes, latest_operations, restore
 from emulator.headend.store import Database, StoreWriter, db_path
+from emulator.headend.webview import LiveView
 from emulator.net.udp import OneTimer, UdpEndpoint, open_socket
 
 logger = logging.getLogger(__name__)
@@ -115,6 +117,8 @@ class HeadEnd:
         self._reader: Database | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: Any = None
+        self.live: LiveView | None = None
+        """The live page's view of the head-end (with HTTP and ``live_view``)."""
         self._config_version = -1
         self._started = False
 
@@ -175,6 +179,8 @@ class HeadEnd:
             self._core, self.images, read_image=self._read_image, kick=self.kick
         )
         restore(self._core, saved, now)
+        if self.config.http.port >= 0 and self.config.http.live_view:
+            self.live = LiveView(self._core, self._api)
         self._writer = StoreWriter(
             db_path(self.state_dir), self.config.store.flush_interval
         )
@@ -186,6 +192,10 @@ class HeadEnd:
             asyncio.create_task(self._persist_loop(), name="headend-persist"),
             asyncio.create_task(self._poll_loop(), name="headend-poll"),
         ]
+        if self.live is not None:
+            self._tasks.append(
+                asyncio.create_task(self.live.run(), name="headend-live")
+            )
         self._api.running = True
         self.kick()
         logger.info(
@@ -353,6 +363,10 @@ class HeadEnd:
             return
         assert self._api is not None
         app = make_app(self._api, self.users, registry=self.registry)
+        if self.live is not None:
+            from emulator.web.app import add_web_routes, basic_authorizer
+
+            add_web_routes(app, self.live, basic_authorizer(self.users))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         self._runner = runner

@@ -53,7 +53,6 @@ NEW_VERSION = "6.10.2"
 IMAGE_NAME = f"meshfleet-demo-{NEW_VERSION}.bin"
 FLEET_PREFIX = "fd00:6d66::/64"
 MULTICAST_BASE = "ff05::6d66:0:0:0"
-RELAY_PORT_OFFSET = 1
 
 
 class DemoError(RuntimeError):
@@ -70,8 +69,8 @@ class DemoOptions:
     """auto (netns when root), netns, or loopback."""
     timeout: float = 600.0
     """Give up on any phase after this many seconds."""
-    reload_delay: int = 5
-    """scheduleReload this many seconds ahead."""
+    reload_delay: int = 0
+    """scheduleReload this many seconds ahead (0: enough for the fleet size)."""
     log_dir: Path | None = None
     """Keep the head-end's and the fleet's logs here (default: discarded)."""
 
@@ -99,10 +98,19 @@ class _Lab:
     headend_multicast_if: str
     fleet_multicast_if: str
     fleet_addressing: str
+    csmp_port: int = 61628
+    relay: str = ""
+    """The fleet's unicast stand-in for the group address (no multicast)."""
 
 
 def _free_port() -> int:
     with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+        sock.bind(("::1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
         sock.bind(("::1", 0))
         return int(sock.getsockname()[1])
 
@@ -118,7 +126,11 @@ def _resolve_mode(requested: str) -> str:
 @contextmanager
 def _lab(mode: str) -> Iterator[_Lab]:
     if mode == "loopback":
-        yield _Lab("loopback", [], [], "[::1]:61628", "::1", "", "", "loopback-ports")
+        port, relay = _free_udp_port(), _free_udp_port()
+        yield _Lab(
+            "loopback", [], [], f"[::1]:{port}", "::1", "", "", "loopback-ports",
+            port, f"[::1]:{relay}",
+        )  # fmt: skip
         return
     with TwoHostLab(f"mfd{os.getpid() % 100000}", FLEET_PREFIX) as lab:
         yield _Lab(
@@ -133,14 +145,22 @@ def _lab(mode: str) -> Iterator[_Lab]:
         )
 
 
-def _headend_config(lab: _Lab, http_port: int, verify_key: Path) -> str:
+def _pace(devices: int) -> int:
+    """Blocks/s the fleet process can fan out to ``devices`` with headroom."""
+    return max(20, min(400, 60_000 // max(devices, 1)))
+
+
+def _headend_config(
+    lab: _Lab, http_port: int, verify_key: Path, devices: int = 1000
+) -> str:
+    pace = _pace(devices)
     if lab.mode == "netns":
         multicast = MULTICAST_BASE.replace("0:0:0", f"0:0:{GROUP_ID:x}")
     else:
-        multicast = f"[::1]:{61628 + RELAY_PORT_OFFSET}"
+        multicast = lab.relay
     return f"""
 [csmp]
-port = 61628
+port = {lab.csmp_port}
 multicast_interface = "{lab.headend_multicast_if}"
 
 [http]
@@ -153,7 +173,8 @@ reg_interval_min = 5
 reg_interval_max = 30
 
 [upload]
-pace = 0
+block_size = 1024
+pace = {pace}
 async_window = 3
 grace = 1.0
 
@@ -173,7 +194,7 @@ hardware_id = ["{HWID}"]
 
 
 def _fleet_config(opts: DemoOptions, lab: _Lab, nms_pub: Path) -> str:
-    relay = f"[::1]:{61628 + RELAY_PORT_OFFSET}"
+    relay = lab.relay or "[::1]:61629"
     loss = f"\n[[faults.link]]\nloss = {opts.loss}\n" if opts.loss > 0 else ""
     return f"""
 [fleet]
@@ -256,7 +277,9 @@ class Demo:
         nms_pub = state / "nms-key.pub.pem"
         http_port = _free_port()
         he_conf = work / "headend.toml"
-        he_conf.write_text(_headend_config(lab, http_port, verify_key))
+        he_conf.write_text(
+            _headend_config(lab, http_port, verify_key, self.opts.devices)
+        )
         _run_cli(["headend", "image", "add", str(image), "--state", str(state),
                   "--config", str(he_conf)], lab.headend_prefix)  # fmt: skip
         fleet_conf = work / "fleet.toml"
@@ -308,12 +331,15 @@ class Demo:
         t = time.monotonic()
         _require(client.set_backup_image(None, GROUP, IMAGE_NAME), "setBackup")
         self.timings["set backup"] = time.monotonic() - t
-        when = datetime.now(UTC) + timedelta(seconds=self.opts.reload_delay)
+        t = time.monotonic()
+        ahead = self.opts.reload_delay or 5 + self.opts.devices // 100
+        when = datetime.now(UTC) + timedelta(seconds=ahead)
         reload = client.schedule_reload(
             None, GROUP, IMAGE_NAME, when.strftime("%Y-%m-%dT%H:%M:%S")
         )
         _require(reload, "scheduleReload")
-        self._phase("reload", lambda: self._running_new(client) >= n, procs)
+        self.timings["schedule reload"] = time.monotonic() - t
+        self._phase("reboot", lambda: self._running_new(client) >= n, procs)
         return self._result(lab, client)
 
     def _result(self, lab: _Lab, client: NbapiClient) -> DemoResult:
@@ -357,7 +383,9 @@ class Demo:
             logger.debug("status not yet available: %s", exc)
             return {}
         pairs = {p.name: p.value for p in result.data or []}
-        self.progress.update(Snapshot(time.monotonic(), pairs, self.opts.devices))
+        blocks = _scrape_blocks(client.url.rsplit("/nbapi/", 1)[0] + "/metrics")
+        snap = Snapshot(time.monotonic(), pairs, self.opts.devices, blocks)
+        self.progress.update(snap)
         return pairs
 
     def _registered(self, client: NbapiClient) -> int:
@@ -376,6 +404,26 @@ class Demo:
             return _running(client.get_image_info_list(None, GROUP).data, NEW_VERSION)
         except NbapiError:
             return 0
+
+
+def _scrape_blocks(url: str) -> dict[str, float]:
+    """ImageBlocks sent by mode, from the head-end's Prometheus text."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name.endswith("blocks_sent"):
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    out[sample.labels.get("mode", "")] = sample.value
+    return out
 
 
 def _running(images: ImageInfoList | None, version: str) -> int:

@@ -36,8 +36,13 @@ class Child:
 
 
 def meshfleet_command(*args: str) -> list[str]:
-    """Run ``meshfleet ARGS`` with this interpreter (works without the script)."""
-    return [sys.executable, "-m", "emulator.cli.main", *args]
+    """Run ``meshfleet ARGS`` with this interpreter (works without the script).
+
+    Children log at INFO into their log files; MESHFLEET_CHILD_DEBUG=1 makes
+    them log at DEBUG.
+    """
+    level = "-vv" if os.environ.get("MESHFLEET_CHILD_DEBUG") == "1" else "-v"
+    return [sys.executable, "-m", "emulator.cli.main", level, *args]
 
 
 class ProcessSet:
