@@ -273,3 +273,13 @@ def test_group_change_is_pushed_by_unicast_group_assign() -> None:
     assert core.stats["group_assigns"] == 1
     record = core.inventory.get(wire.eui(wire.devices[0]))
     assert record is not None and record.group == "pinned"
+
+
+def test_unicast_transfers_beyond_the_parallel_limit_go_on() -> None:
+    """A member answering its unicast TransferRequest frees its place at once
+    (TRANSFER_UNICAST used to wait until the upload's deadline)."""
+    wire, core = make_wire(4, unicast_parallel=1)
+    wire.deaf.update({0, 1, 2, 3})
+    campaign = upload(wire, core, limit=120)
+    assert campaign.phase is Phase.DONE
+    assert all(m.outcome is Outcome.COMPLETE for m in campaign.members.values())

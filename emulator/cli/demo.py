@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -45,6 +46,8 @@ def demo(
 ) -> None:
     """Upgrade an emulated fleet end to end through the SOAP NB API."""
     opts = DemoOptions(devices, loss, image_kib, seed, mode, timeout, log_dir=logs)
+    # SIGTERM unwinds like Ctrl-C, so children and namespaces are removed.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     progress = make_progress()
     try:
         result = Demo(opts, progress).run()

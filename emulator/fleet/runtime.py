@@ -601,7 +601,7 @@ class Fleet:
         run, online = device.firmware.run, device.online(now)
         for send in device.on_timer(now):
             self._send(i, send, now)
-        if online and not device.online(now):
+        if online and device.booting:  # not online(now): boot_time may be 0
             self.stats["reboots"] += 1
             if device.firmware.run is not run:
                 self.stats["reloads"] += 1

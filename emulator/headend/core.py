@@ -72,6 +72,9 @@ logger = logging.getLogger(__name__)
 
 Campaign = UploadCampaign | CommandCampaign
 
+#: Per-device reload result of a device that fell back from the new image.
+BOOT_FAILED = "boot failed"
+
 #: Counter names of :attr:`HeadEndCore.stats`.
 STAT_NAMES = (
     "registrations",
@@ -377,6 +380,8 @@ class HeadEndCore:
         self.stats["ignored_tlvs"] += report.ignored
         if report.slots:
             self.inventory.update_slots(record, report.slots)
+        if report.boot_failed:
+            self._note_boot_failure(record, report.boot_failed)
         campaigns = self._campaigns_of(record.eui)
         for campaign in campaigns:
             if isinstance(campaign, UploadCampaign) and report.slots:
@@ -405,6 +410,18 @@ class HeadEndCore:
                 if campaign.kind is CommandKind.BACKUP and code == 0:
                     self.inventory.set_backup(record, file_hash)
                 self.inventory.mark(record.eui)
+
+    def _note_boot_failure(self, record: DeviceRecord, file_hash: bytes) -> None:
+        """The device fell back after failing to boot ``file_hash``."""
+        logger.info("%s failed to boot %s", record.eui, file_hash.hex()[:16])
+        command = self.commands.get(record.group)
+        if (
+            command is not None
+            and command.kind is CommandKind.RELOAD
+            and command.file_hash == file_hash
+        ):
+            record.results[command.kind.value] = f"{BOOT_FAILED} ({record.version})"
+            self.inventory.mark(record.eui)
 
     def _campaigns_of(self, eui: str) -> list[Campaign]:
         return [c for c in self._active if eui in c.members]

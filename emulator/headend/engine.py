@@ -412,11 +412,23 @@ class UploadCampaign:
             if slot.file_hash == self.image.sha256:
                 self._on_our_slot(member, slot, now, read)
             elif slot.index == UPLOAD and read and member.step is Step.AWAIT_BITMAP:
-                # The device no longer holds our transfer (reboot, replaced).
+                # The device no longer holds our transfer (reboot, replaced),
+                # or never did though it answered 11 (duplicate transfer):
+                # start over, a bounded number of times (a round each).
                 member.bits = 0
+                self._dirty.add(eui)
+                member.rounds += 1
+                if member.rounds > self.tuning.max_rounds:
+                    self._close(
+                        member,
+                        Outcome.FAILED,
+                        f"lost the transfer {member.rounds} times "
+                        "(accepted, then no UPLOAD slot with the image)",
+                    )
+                    self._check_transfer_done(now)
+                    return
                 member.outcome = Outcome.PENDING
                 self._set_step(member, Step.NEED_TRANSFER)
-                self._dirty.add(eui)
 
     def _on_our_slot(
         self, member: Member, slot: SlotInfo, now: float, read: bool

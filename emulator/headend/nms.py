@@ -25,6 +25,8 @@ from emulator.csmp.registry import GROUP_FIRMWARE, T, decode_as, encode_tlv
 from emulator.csmp.signing import sign_payload
 from emulator.csmp.tlv import CodecError, Tlv, pull_tlvs
 from emulator.headend.inventory import SlotInfo
+from emulator.node.device import BOOT_FAILED_SUBTYPE
+from emulator.node.firmware import HASH_LEN
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,9 @@ class DeviceReport:
     """(response TLV id, file hash, response code) of TLVs 71-74."""
     ignored: int = 0
     """TLVs we do not use (counted)."""
+    boot_failed: bytes = b""
+    """File hash of an image the device failed to boot (vendor TLV, subtype
+    :data:`~emulator.node.device.BOOT_FAILED_SUBTYPE`), from its registration."""
 
 
 def parse_report(payload: bytes) -> DeviceReport:
@@ -64,7 +69,10 @@ def parse_report(payload: bytes) -> DeviceReport:
 
 
 def _absorb(report: DeviceReport, tlv: Tlv) -> None:
-    tlv_type = tlv.id.type if not tlv.id.vendor else 0
+    if tlv.id.vendor:
+        _absorb_vendor(report, tlv)
+        return
+    tlv_type = tlv.id.type
     if tlv_type == T.DEVICE_ID:
         msg = decode_as(tlv, pb.DeviceID)
         if not _EUI.fullmatch(msg.id):
@@ -80,6 +88,19 @@ def _absorb(report: DeviceReport, tlv: Tlv) -> None:
     elif tlv_type in RESPONSE_TLVS:
         msg_r = decode_as(tlv, pb.FirmwareResponse)
         report.responses.append((tlv_type, msg_r.fileHash, msg_r.response))
+    else:
+        report.ignored += 1
+
+
+def _absorb_vendor(report: DeviceReport, tlv: Tlv) -> None:
+    """Vendor TLVs are opaque, except the boot failure our devices report."""
+    try:
+        msg = decode_as(tlv, pb.VendorTlv)
+    except CodecError:
+        report.ignored += 1
+        return
+    if msg.subType == BOOT_FAILED_SUBTYPE and len(msg.value) == HASH_LEN:
+        report.boot_failed = msg.value
     else:
         report.ignored += 1
 

@@ -51,7 +51,7 @@ from emulator.headend.api import (
     ReturnCode,
     ValuePair,
 )
-from emulator.headend.core import Campaign, HeadEndCore
+from emulator.headend.core import BOOT_FAILED, Campaign, HeadEndCore
 from emulator.headend.engine import (
     CommandCampaign,
     CommandKind,
@@ -441,9 +441,12 @@ class HeadEndApi:
             for e, m in command.members.items()
             if m.code == 0 and (d := self.core.inventory.get(e)) is not None
         ]
-        done = all(_runs(d, command.file_hash) for d in waiting)
+        running = sum(_runs(d, command.file_hash) for d in waiting)
+        failed = sum(_boot_failed(d) for d in waiting)
+        if waiting and failed == len(waiting):
+            return "RELOAD_FAILED"
         timeout = self.core.config.commands.reload_timeout
-        if done or now > command.load_time + timeout:
+        if running + failed >= len(waiting) or now > command.load_time + timeout:
             return "RELOADED"
         return "RELOADING"
 
@@ -458,6 +461,11 @@ def _on_nodes(members: list[DeviceRecord], name: str) -> bool:
 def _runs(device: DeviceRecord, file_hash: bytes) -> bool:
     run = device.slots.get(RUN)
     return run is not None and run.file_hash == file_hash
+
+
+def _boot_failed(device: DeviceRecord) -> bool:
+    """The device reported that it fell back from the reloaded image."""
+    return device.results.get(CommandKind.RELOAD.value, "").startswith(BOOT_FAILED)
 
 
 def _holds_partial(device: DeviceRecord, campaign: UploadCampaign) -> bool:

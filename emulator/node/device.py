@@ -171,6 +171,12 @@ class Device:
         return self._powered and (self._boot_until is None or now >= self._boot_until)
 
     @property
+    def booting(self) -> bool:
+        """A boot started and not finished yet (even one due now: with a boot
+        time of 0 the device is online again at once but has not settled)."""
+        return self._boot_until is not None
+
+    @property
     def running_version(self) -> str:
         """Version of the RUN slot's image ("" when none)."""
         run = self._fw.run
