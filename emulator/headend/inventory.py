@@ -246,9 +246,21 @@ class Inventory:
     def is_up(self, record: DeviceRecord, now: float) -> bool:
         return record.is_up(now, self.silence)
 
-    def update_slots(self, record: DeviceRecord, infos: list[SlotInfo]) -> None:
+    def update_slots(
+        self, record: DeviceRecord, infos: list[SlotInfo], *, read: bool = False
+    ) -> None:
+        """Store the slots a device reported.
+
+        Async reports can arrive late and out of order, so an UPLOAD slot of
+        the same image only gains blocks from them (bitmaps are merged, a
+        complete slot stays complete); the answer to our own GET (``read``)
+        is current and replaces what we knew.
+        """
         for info in infos:
             if info.index in (RUN, UPLOAD, BACKUP):
+                old = record.slots.get(info.index)
+                if not read and info.index == UPLOAD and old is not None:
+                    info = _merged_upload(old, info)
                 record.slots[info.index] = info
                 if info.index == RUN and info.version:
                     record.version = info.version
@@ -265,3 +277,17 @@ class Inventory:
         if source is not None:
             record.slots[BACKUP] = replace(source, index=BACKUP, bitmap=None)
             self._dirty.add(record.eui)
+
+
+def _merged_upload(old: SlotInfo, new: SlotInfo) -> SlotInfo:
+    """``new`` as a possibly stale report of the same download as ``old``."""
+    if old.file_hash != new.file_hash or new.complete:
+        return new
+    if old.complete:
+        return old
+    n = new.nblocks
+    if not 0 < n <= bitmap.MAX_BLOCKS:
+        return new
+    bits = old.bits() | new.bits()
+    merged = None if bits == bitmap.full(n) else bitmap.to_bytes(bits, n)
+    return replace(new, bitmap=merged)
