@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import struct
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
+
+from emulator.fsutil import fsync_dir, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -328,11 +328,11 @@ class BlockStore:
             path = where / key.file_name()
             if self._saved.get(key) == (where, entry.gen) and path.exists():
                 continue
-            _write_atomic(path, _encode(key, entry.blocks))
+            write_atomic(path, _encode(key, entry.blocks), sync_dir=False)
             self._saved[key] = (where, entry.gen)
             written += 1
         if written:
-            _fsync_dir(where)
+            fsync_dir(where)
         logger.info("saved %d block file(s) to %s", written, where)
         return written
 
@@ -427,29 +427,3 @@ def _decode_records(body: bytes, offset: int, bsize: int) -> dict[int, bytes]:
     if offset != len(body):
         raise CorruptStoreFile(f"{len(body) - offset} stray bytes")
     return blocks
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # not supported here (e.g. Windows); the rename still happened
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import cbor2
 
 from emulator.firmware.blockstore import BlockStore
+from emulator.fsutil import write_atomic
 
 if TYPE_CHECKING:
     from emulator.fleet.runtime import Fleet
@@ -78,25 +78,6 @@ def _check_state(raw: object) -> dict[int, Any]:
     if not isinstance(devices, dict):
         raise ValueError("no devices map")
     return {int(k): v for k, v in devices.items() if isinstance(k, int)}
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path``: temp file, fsync, rename, fsync directory."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _mirror_blocks(live: BlockStore, mirror: BlockStore) -> None:
