@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from emulator.firmware.image import build_image
-from emulator.headend.core import HeadEndCore
+from emulator.headend.core import REGISTRATION_REUSE, HeadEndCore
 from emulator.headend.engine import (
     CommandKind,
     ImageRef,
@@ -283,3 +283,94 @@ def test_unicast_transfers_beyond_the_parallel_limit_go_on() -> None:
     campaign = upload(wire, core, limit=120)
     assert campaign.phase is Phase.DONE
     assert all(m.outcome is Outcome.COMPLETE for m in campaign.members.values())
+
+
+def _recount(campaign: UploadCampaign) -> tuple[dict[UploadStatus, int], int]:
+    counts = dict.fromkeys(UploadStatus, 0)
+    partial = 0
+    for eui in campaign.members:
+        counts[campaign.status_of(eui)] += 1
+        partial += 0 < campaign.blocks_of(eui) < campaign.image.nblocks
+    return counts, partial
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_running_tally_equals_a_full_recount(seed: int) -> None:
+    """getFirmwareUploadStatus counts from the campaign's running tally are
+    those of visiting every member, after any sequence of events."""
+    from emulator.firmware import bitmap
+    from emulator.headend.engine import Purpose, UploadTuning
+    from emulator.headend.inventory import UPLOAD, SlotInfo
+
+    rng = random.Random(seed)
+    image = image_ref()
+    euis = [f"{i:016X}" for i in range(40)]
+    tuning = UploadTuning(async_window=1, grace=0.5, pace=0, unicast_parallel=4)
+    campaign = UploadCampaign(
+        1, "meters", 7, image, euis, tuning, multicast=True, now=0.0
+    )
+    campaign.start(0.0)
+    now = 0.0
+    for _ in range(600):
+        now += rng.random()
+        eui = rng.choice(euis + ["00000000DEADBEEF"])
+        event = rng.randrange(8)
+        if event == 0:
+            campaign.on_transfer_response(eui, rng.choice([0, 0, 11, 3]), now)
+        elif event == 1:
+            bits = rng.getrandbits(image.nblocks) if rng.random() < 0.8 else 0
+            wire_bits = bitmap.to_bytes(bits, image.nblocks)
+            slot = SlotInfo(
+                UPLOAD,
+                image.sha256,
+                size=image.size,
+                block_size=image.block_size,
+                bitmap=wire_bits,
+            )
+            if rng.random() < 0.1:
+                slot = replace(slot, bitmap=None)  # complete
+            campaign.on_slots(eui, [slot], now, read=rng.random() < 0.5)
+        elif event == 2:
+            campaign.on_slots(eui, [SlotInfo(UPLOAD)], now, read=True)
+        elif event == 3:
+            purpose = rng.choice([Purpose.TRANSFER, Purpose.BITMAP])
+            campaign.on_failed(eui, purpose, "timeout", now)
+        elif event == 4:
+            campaign.on_transfer_applied(eui, now)
+        elif event == 5:
+            campaign.add_member(f"{rng.randrange(40, 60):016X}")
+            euis = list(campaign.members)
+        elif event == 6 and rng.random() < 0.02:
+            campaign.stop(now)
+        campaign.poll(now)
+        if rng.random() < 0.3:
+            assert campaign.tally() == _recount(campaign)
+    assert campaign.tally() == _recount(campaign)
+    assert sum(campaign.tally()[0].values()) == len(campaign.members)
+
+
+def test_registering_again_soon_gets_the_same_signed_answer() -> None:
+    """A duplicate registration (answer late or lost) is answered from the
+    previous signed answer: same SessionID, no new signature."""
+    wire, core = make_wire(1)
+    device = wire.devices[0]
+    record = core.inventory.get(wire.eui(device))
+    assert record is not None
+    core.answer = replace(core.answer, reg_min=30)  # the window: 10 s
+    wire.run(REGISTRATION_REUSE + 1)
+    device.power_cycle(wire.now)
+    assert wire.run(5, lambda: record.registrations == 2 and device.registered)
+    session = record.session
+    assert device.session_id == session
+    reused = core.stats["registrations_reused"]
+    device.power_cycle(wire.now)
+    assert wire.run(5, lambda: record.registrations == 3)
+    assert record.session == session
+    assert core.stats["registrations_reused"] == reused + 1
+    assert wire.run(5, lambda: device.registered and device.session_id == session)
+    wire.run(REGISTRATION_REUSE + 1)
+    device.power_cycle(wire.now)
+    assert wire.run(5, lambda: record.registrations == 4)
+    assert record.session != session  # a new answer after the reuse window
+    assert core.stats["registrations_reused"] == reused + 1
+    assert wire.run(5, lambda: device.registered and device.session_id != session)

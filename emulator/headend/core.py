@@ -74,10 +74,15 @@ Campaign = UploadCampaign | CommandCampaign
 
 #: Per-device reload result of a device that fell back from the new image.
 BOOT_FAILED = "boot failed"
+#: Seconds during which a device that registers again (its answer was late
+#: or lost) gets the same signed answer (same SessionID), saving the sign;
+#: also bounded by reg_interval_min and half the signature validity.
+REGISTRATION_REUSE = 10.0
 
 #: Counter names of :attr:`HeadEndCore.stats`.
 STAT_NAMES = (
     "registrations",
+    "registrations_reused",
     "reports",
     "async_responses",
     "ignored_tlvs",
@@ -183,6 +188,9 @@ class HeadEndCore:
         self._active: list[Campaign] = []
         self._handles: dict[int, tuple[str, Purpose]] = {}
         self._written: dict[int, tuple[Any, ...]] = {}
+        self._reg_answers: dict[str, tuple[float, int, Any, Any, str, bytes]] = {}
+        """EUI -> (until, group id, settings, key, session, signed answer)."""
+        self._reg_prune_at = 0.0
 
     # ------------------------------------------------------------- input
 
@@ -257,12 +265,9 @@ class HeadEndCore:
         previous = None if known is None else known.version
         record = self._record_for(report, req.remote, now)
         record.registrations += 1
-        record.session = secrets.token_hex(8)
         group = self.groups.group_for(record.eui, record.address, record.hardware_id)
         self._set_group(record, group, now, push=False)
-        answer = registration_answer(
-            self.answer, record.session, group.id, self.key, now
-        )
+        answer = self._registration_answer(record, group.id, now)
         self.exchange.respond(req, Code.VALID, answer, now=now)
         self._absorb(record, report, now)
         if self.observer is not None:
@@ -275,6 +280,37 @@ class HeadEndCore:
                 None,
                 now,
             )
+
+    def _registration_answer(
+        self, record: DeviceRecord, group_id: int, now: float
+    ) -> bytes:
+        """A new session and signed answer, or the previous ones when the
+        device registers again within :data:`REGISTRATION_REUSE` (the
+        registration storm: an ECDSA sign per duplicate otherwise)."""
+        cache = self._reg_answers
+        cached = cache.get(record.eui)
+        if (
+            cached is not None
+            and now < cached[0]
+            and cached[1] == group_id
+            and cached[2] is self.answer
+            and cached[3] is self.key
+            and cached[4] == record.session
+        ):
+            self.stats["registrations_reused"] += 1
+            return cached[5]
+        record.session = secrets.token_hex(8)
+        answer = registration_answer(
+            self.answer, record.session, group_id, self.key, now
+        )
+        a = self.answer
+        reuse = min(REGISTRATION_REUSE, a.reg_min, a.signature_validity / 2)
+        if now >= self._reg_prune_at:
+            for eui in [e for e, c in cache.items() if c[0] <= now]:
+                del cache[eui]
+            self._reg_prune_at = now + REGISTRATION_REUSE
+        cache[record.eui] = (now + reuse, group_id, a, self.key, record.session, answer)
+        return answer
 
     def _record_for(
         self, report: DeviceReport, remote: Addr, now: float
@@ -379,7 +415,7 @@ class HeadEndCore:
         """Everything a device told us, wherever it came from."""
         self.stats["ignored_tlvs"] += report.ignored
         if report.slots:
-            self.inventory.update_slots(record, report.slots)
+            self.inventory.update_slots(record, report.slots, read=read)
         if report.boot_failed:
             self._note_boot_failure(record, report.boot_failed)
         campaigns = self._campaigns_of(record.eui)

@@ -289,6 +289,11 @@ class UploadCampaign:
         self._sending: deque[Member] = deque()
         self._busy = 0
         self._dirty: set[str] = set(self.members)
+        # Running tally of the members by status key (see :meth:`tally`):
+        # members changed since the last tally are in ``_changed``.
+        self._changed: set[str] = set(self.members)
+        self._keys: dict[str, tuple[Outcome, int]] = {}
+        self._tally: dict[tuple[Outcome, int], int] = {}
         self._out: list[Send] = []
         self.stats = {"multicast_blocks": 0, "unicast_blocks": 0, "block_bytes": 0}
         self._wake = now
@@ -313,6 +318,7 @@ class UploadCampaign:
         )
         campaign.started = float(row.get("started", now))
         campaign.members = {m.eui: m for m in members}
+        campaign._changed = set(campaign.members)
         for member in campaign.members.values():
             closed = member.outcome not in OPEN_OUTCOMES
             member.step = Step.DONE if closed else Step.IDLE
@@ -364,7 +370,7 @@ class UploadCampaign:
         member = Member(eui)
         self.members[eui] = member
         self._open += 1
-        self._dirty.add(eui)
+        self._touch(eui)
         if self.phase is Phase.FILL or self.phase is Phase.TRANSFER_UNICAST:
             self._set_step(member, Step.NEED_TRANSFER)
 
@@ -375,7 +381,7 @@ class UploadCampaign:
         member = self.members.get(eui)
         if member is None or member.outcome not in OPEN_OUTCOMES:
             return
-        self._dirty.add(eui)
+        self._touch(eui)
         if code == RC_OK or code == RC_DUPLICATE_TRANSFER:
             self._accept(member, fresh=code == RC_OK, now=now)
         else:
@@ -391,7 +397,7 @@ class UploadCampaign:
         """
         member = self.members.get(eui)
         if member is not None and member.step is Step.AWAIT_TRANSFER:
-            self._dirty.add(eui)
+            self._touch(eui)
             self._accept(member, fresh=False, now=now)
             self._check_transfer_done(now)
 
@@ -416,7 +422,7 @@ class UploadCampaign:
                 # or never did though it answered 11 (duplicate transfer):
                 # start over, a bounded number of times (a round each).
                 member.bits = 0
-                self._dirty.add(eui)
+                self._touch(eui)
                 member.rounds += 1
                 if member.rounds > self.tuning.max_rounds:
                     self._close(
@@ -433,7 +439,7 @@ class UploadCampaign:
     def _on_our_slot(
         self, member: Member, slot: SlotInfo, now: float, read: bool
     ) -> None:
-        self._dirty.add(member.eui)
+        self._touch(member.eui)
         if slot.index in (RUN, BACKUP) or slot.complete:
             member.bits = bitmap.full(self.image.nblocks)
             self._close(member, Outcome.COMPLETE, "")
@@ -458,7 +464,7 @@ class UploadCampaign:
         }
         if expected.get(purpose) is not member.step:
             return
-        self._dirty.add(eui)
+        self._touch(eui)
         member.attempts += 1
         if member.attempts >= self.tuning.max_attempts:
             self._close(member, Outcome.UNREACHABLE, f"no answer: {reason}")
@@ -526,6 +532,56 @@ class UploadCampaign:
         dirty, self._dirty = self._dirty, set()
         return [self.members[e] for e in dirty if e in self.members]
 
+    def _touch(self, eui: str) -> None:
+        """``eui`` changed: for the store and for the running tally."""
+        self._dirty.add(eui)
+        self._changed.add(eui)
+
+    def tally(self) -> tuple[dict[UploadStatus, int], int]:
+        """Members per getFirmwareUploadStatus state, and how many hold part
+        of the image (``partialUpload``), without visiting every member:
+        O(members changed since the last call + states)."""
+        self._refresh_tally()
+        counts = dict.fromkeys(UploadStatus, 0)
+        partial = 0
+        running = self.active
+        for key, n in self._tally.items():
+            if n:
+                counts[_key_status(key, running)] += n
+                partial += n if key[1] == 1 else 0
+        return counts, partial
+
+    def tally_of(self, euis: Iterable[str]) -> tuple[dict[UploadStatus, int], int]:
+        """As :meth:`tally` for some members only (by a full visit)."""
+        self._refresh_tally()
+        counts = dict.fromkeys(UploadStatus, 0)
+        partial = 0
+        running = self.active
+        keys = self._keys
+        for eui in euis:
+            key = keys.get(eui)
+            if key is not None:
+                counts[_key_status(key, running)] += 1
+                partial += key[1] == 1
+        return counts, partial
+
+    def _refresh_tally(self) -> None:
+        if not self._changed:
+            return
+        changed, self._changed = self._changed, set()
+        nblocks = self.image.nblocks
+        keys, tally = self._keys, self._tally
+        for eui in changed:
+            member = self.members.get(eui)
+            old = keys.pop(eui, None)
+            if old is not None:
+                tally[old] -= 1
+            if member is None:
+                continue
+            key = (member.outcome, _bits_state(member.bits, nblocks))
+            keys[eui] = key
+            tally[key] = tally.get(key, 0) + 1
+
     # ------------------------------------------------------------ phases
 
     def _set_phase(self, phase: Phase, until: float) -> None:
@@ -581,7 +637,7 @@ class UploadCampaign:
     def _time_out(self, now: float) -> None:
         for member in self.members.values():
             if member.outcome in OPEN_OUTCOMES:
-                self._dirty.add(member.eui)
+                self._touch(member.eui)
                 self._close(member, Outcome.FAILED, "upload timed out")
         self._finish(Phase.DONE, now, "timed out")
 
@@ -671,7 +727,7 @@ class UploadCampaign:
     def _start_round(self, member: Member, now: float) -> None:
         if member.rounds >= self.tuning.max_rounds:
             got = bitmap.count(member.bits)
-            self._dirty.add(member.eui)
+            self._touch(member.eui)
             self._close(
                 member,
                 Outcome.FAILED,
@@ -680,7 +736,7 @@ class UploadCampaign:
             )
             return
         member.rounds += 1
-        self._dirty.add(member.eui)
+        self._touch(member.eui)
         missing = bitmap.missing(member.bits, self.image.nblocks)
         if not missing:
             # Every block is there: read again to see the completed slot.
@@ -804,6 +860,25 @@ _FILL_ACTIONS: dict[Step, _FillAction] = {
     Step.NEED_BITMAP: UploadCampaign._send_bitmap_read,
     Step.READY: UploadCampaign._start_round,
 }
+
+
+def _bits_state(bits: int, nblocks: int) -> int:
+    """0: no block, 1: part of the image (partialUpload), 2: all of it."""
+    if not bits:
+        return 0
+    return 1 if bitmap.count(bits) < nblocks else 2
+
+
+def _key_status(key: tuple[Outcome, int], running: bool) -> UploadStatus:
+    """The state of a member from its tally key (as :func:`_status`)."""
+    outcome, held = key
+    if outcome is Outcome.PENDING:
+        return UploadStatus.PENDING if running else UploadStatus.NOT_STARTED
+    if outcome is Outcome.ACCEPTED:
+        if not held:
+            return UploadStatus.ACCEPTED if running else UploadStatus.PARTIAL
+        return UploadStatus.IN_PROGRESS if running else UploadStatus.PARTIAL
+    return _CLOSED_STATUS[outcome]
 
 
 def _status(member: Member, nblocks: int, running: bool) -> UploadStatus:

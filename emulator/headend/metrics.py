@@ -80,12 +80,17 @@ class HeadEndCollector(Collector):
         devices.add_metric(["down"], len(core.inventory) - up)
         yield devices
         states: Counter[UploadStatus] = Counter()
+        by_group: dict[str, list[str]] = {}
         for device in core.inventory:
-            campaign = core.uploads.get(device.group)
-            if campaign is not None:
-                states[campaign.status_of(device.eui)] += 1
-            else:
-                states[UploadStatus.NOT_STARTED] += 1
+            by_group.setdefault(device.group, []).append(device.eui)
+        for group, euis in by_group.items():
+            campaign = core.uploads.get(group)
+            if campaign is None:
+                states[UploadStatus.NOT_STARTED] += len(euis)
+                continue
+            counts, _ = campaign.tally_of(euis)
+            states.update(counts)
+            states[UploadStatus.NOT_STARTED] += len(euis) - sum(counts.values())
         family = GaugeMetricFamily(
             PREFIX + "upload_devices",
             "Devices per state of their group's latest upload",

@@ -57,12 +57,11 @@ from emulator.headend.engine import (
     CommandKind,
     ImageRef,
     Phase,
-    UploadCampaign,
     UploadStatus,
 )
 from emulator.headend.groups import GroupSpec
 from emulator.headend.images import ImageStore, StoredImage, choose_block_size
-from emulator.headend.inventory import BACKUP, RUN, UPLOAD, DeviceRecord
+from emulator.headend.inventory import BACKUP, RUN, UPLOAD, DeviceRecord, Inventory
 
 logger = logging.getLogger(__name__)
 
@@ -358,15 +357,24 @@ class HeadEndApi:
         now = self.clock()
         members = core.inventory.members(group_key)
         campaign = core.uploads.get(group_key)
-        counts = dict.fromkeys(UploadStatus, 0)
-        up = partial = 0
-        for device in members:
-            up += core.inventory.is_up(device, now)
-            if campaign is None:
-                counts[UploadStatus.NOT_STARTED] += 1
-                continue
-            counts[campaign.status_of(device.eui)] += 1
-            partial += _holds_partial(device, campaign)
+        up = sum(map(_is_up_at(core.inventory, now), members))
+        # The campaign keeps a running tally of its members (O(changes));
+        # devices that joined or left the group since it started are
+        # corrected for here (set operations, no per-member status).
+        if campaign is None:
+            counts = dict.fromkeys(UploadStatus, 0)
+            counts[UploadStatus.NOT_STARTED] = len(members)
+            partial = 0
+        else:
+            counts, partial = campaign.tally()
+            in_group = {d.eui for d in members}
+            started = campaign.members.keys()
+            if len(in_group) != len(started) or not in_group >= started:
+                gone, gone_partial = campaign.tally_of(started - in_group)
+                for state, n in gone.items():
+                    counts[state] -= n
+                partial -= gone_partial
+                counts[UploadStatus.NOT_STARTED] += len(in_group - started)
         pairs = [
             ValuePair("totalDevices", len(members)),
             ValuePair("up", up),
@@ -468,6 +476,7 @@ def _boot_failed(device: DeviceRecord) -> bool:
     return device.results.get(CommandKind.RELOAD.value, "").startswith(BOOT_FAILED)
 
 
-def _holds_partial(device: DeviceRecord, campaign: UploadCampaign) -> bool:
-    got = campaign.blocks_of(device.eui)
-    return 0 < got < campaign.image.nblocks
+def _is_up_at(inventory: Inventory, now: float) -> Callable[[DeviceRecord], bool]:
+    """``record -> up at now`` (as :meth:`Inventory.is_up`, for counting)."""
+    silence = inventory.silence
+    return lambda record: record.is_up(now, silence)
