@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -16,3 +17,19 @@ def have_root_net() -> bool:
 requires_root = pytest.mark.skipif(
     not have_root_net(), reason="needs root and iproute2 (ip netns, routes)"
 )
+
+
+def _find_vectors() -> Path:
+    """shared/reference/vectors beside the checkout (CI), or the workplace's."""
+    repo = Path(__file__).resolve().parent.parent
+    for candidate in (
+        repo.parent / "shared" / "reference" / "vectors",
+        Path("/work/shared/reference/vectors"),
+    ):
+        if candidate.is_dir():
+            return candidate
+    return repo.parent / "shared" / "reference" / "vectors"
+
+
+#: The two real firmware images of the reference material.
+VECTORS = _find_vectors()

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from conftest import VECTORS
 
 from emulator.cli.image import image
 from emulator.cli.main import main
 from emulator.firmware.image import format_build_date, parse_image
 
-VECTOR = Path("/work/shared/reference/vectors/opencsmp-node-6.8-sample-image.bin")
+VECTOR = VECTORS / "opencsmp-node-6.8-sample-image.bin"
 
 
 def _run(*args: str | Path) -> Result:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime
 import hashlib
 import struct
-from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import VECTORS
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given
 from hypothesis import strategies as st
@@ -32,7 +32,6 @@ from emulator.firmware.image import (
     parse_version,
 )
 
-VECTORS = Path("/work/shared/reference/vectors")
 VECTOR_FILES = {
     "6.8.99": VECTORS / "opencsmp-node-6.8-sample-image.bin",
     "6.9.99": VECTORS / "opencsmp-node-6.9-sample-image.bin",

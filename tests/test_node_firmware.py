@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import cbor2
 import pytest
+from conftest import VECTORS
 
 from emulator.coap.message import Code
 from emulator.csmp import csmp_pb2 as pb
@@ -29,7 +29,6 @@ from emulator.node import (
 )
 from emulator.node.builders import get, post
 
-VECTORS = Path("/work/shared/reference/vectors")
 T0 = 1_700_000_000.0
 BS = 512
 IDENTITY = Identity(0x00173B0B00000001, "2001:db8::1")
