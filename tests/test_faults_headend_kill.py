@@ -61,11 +61,11 @@ async def test_kill_9_during_upload_and_reload(tmp_path: Path) -> None:
     relay = free_port(socket.SOCK_DGRAM)
     config = _config_file(tmp_path, csmp, http, relay)
     with config.open("a") as f:  # answers within the NB API client's timeout
-        f.write("[commands]\nasync_window = 2\nwait = 5\n")
+        f.write("[commands]\nasync_window = 2\nwait = 20\n")
     state = tmp_path / "state"
     add_image(state, "fw.bin", 96 * 1024)
     client = NbapiClient(
-        f"http://[::1]:{http}/nbapi/meshDeviceOps", "admin", PASSWORD, timeout=10
+        f"http://[::1]:{http}/nbapi/meshDeviceOps", "admin", PASSWORD, timeout=40
     )
     process = _spawn(config, state)
     fleet = make_fleet(DEVICES, csmp, relay)
@@ -100,7 +100,7 @@ async def test_kill_9_during_upload_and_reload(tmp_path: Path) -> None:
 
         # killed again, right after the reload was scheduled
         reload = await _call(
-            client, "schedule_reload", None, "meters", "fw.bin", in_seconds(12)
+            client, "schedule_reload", None, "meters", "fw.bin", in_seconds(30)
         )
         assert pairs(reload)["accepted"] == DEVICES, reload
         _kill(process)
@@ -112,7 +112,7 @@ async def test_kill_9_during_upload_and_reload(tmp_path: Path) -> None:
                 for d in fleet.devices.values()
             )
 
-        await _until(reloaded, 60, "reloads", fleet)
+        await _until(reloaded, 90, "reloads", fleet)
         await asyncio.sleep(1.0)
         assert fleet.stats["reloads"] == DEVICES, fleet.stats
 
