@@ -147,7 +147,7 @@ def _lab(mode: str) -> Iterator[_Lab]:
 
 def _pace(devices: int) -> int:
     """Blocks/s the fleet process can fan out to ``devices`` with headroom."""
-    return max(20, min(400, 60_000 // max(devices, 1)))
+    return max(20, min(400, 200_000 // max(devices, 1)))
 
 
 def _headend_config(
