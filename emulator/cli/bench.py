@@ -11,7 +11,8 @@ from pathlib import Path
 
 import click
 
-from emulator.lab.bench import SCENARIOS, BenchError, BenchOptions, run
+from emulator.lab.bench import SCENARIOS, BenchOptions, run
+from emulator.lab.procs import LabError
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -61,6 +62,6 @@ def bench(
     )
     try:
         run(scenario, opts, lambda line: click.echo(line))
-    except BenchError as exc:
+    except LabError as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(1) from None

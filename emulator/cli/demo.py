@@ -10,7 +10,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from emulator.lab.demo import Demo, DemoError, DemoOptions, DemoResult
+from emulator.lab.demo import Demo, DemoOptions, DemoResult
+from emulator.lab.procs import LabError
 from emulator.lab.progress import make_progress
 
 
@@ -51,7 +52,7 @@ def demo(
     progress = make_progress()
     try:
         result = Demo(opts, progress).run()
-    except DemoError as exc:
+    except LabError as exc:
         progress.close()
         click.echo(f"demo failed: {exc}", err=True)
         sys.exit(1)

@@ -62,7 +62,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from emulator.lab.procs import Child, ProcessSet, meshfleet_command
+from emulator.lab.procs import (
+    Child,
+    LabError,
+    ProcessSet,
+    free_port,
+    meshfleet_command,
+    run_meshfleet,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +124,7 @@ class BenchOptions:
     log_dir: Path | None = None
 
 
-class BenchError(RuntimeError):
+class BenchError(LabError):
     """A run could not finish; the message says where."""
 
 
@@ -198,7 +205,7 @@ def serve_aiocoap(ready: Ready, payload: bytes) -> None:
             return aiocoap.Message(code=aiocoap.CONTENT, payload=payload)
 
     async def main() -> None:
-        port = _free_udp_port()
+        port = free_port(socket.SOCK_DGRAM)
         site = resource.Site()
         site.add_resource(["c"], C())
         await aiocoap.Context.create_server_context(site, bind=("::1", port))
@@ -206,12 +213,6 @@ def serve_aiocoap(ready: Ready, payload: bytes) -> None:
         await asyncio.sleep(3600)
 
     asyncio.run(main())
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-        s.bind(("::1", 0))
-        return int(s.getsockname()[1])
 
 
 def _server_main(kind: str, queue: Any, arg: Any) -> None:
@@ -350,12 +351,6 @@ def _fleet_payload(target: Target) -> bytes:
 # --------------------------------------------------------------- the lab
 
 
-def _free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET6, kind) as sock:
-        sock.bind(("::1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _addressing() -> str:
     return "prefix" if os.geteuid() == 0 else "loopback-ports"
 
@@ -442,16 +437,6 @@ version = "{OLD_VERSION}"
 """
 
 
-def _run_cli(*args: str) -> None:
-    import subprocess
-
-    done = subprocess.run(
-        meshfleet_command(*args), capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        raise BenchError(f"meshfleet {' '.join(args)}: {done.stderr.strip()}")
-
-
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -473,10 +458,10 @@ class Lab:
         self.spec = spec
         self.work = work
         self.procs = procs
-        self.http = _free_port()
-        self.csmp = _free_port(socket.SOCK_DGRAM)
-        self.relay = _free_port(socket.SOCK_DGRAM)
-        self.control = _free_port()
+        self.http = free_port()
+        self.csmp = free_port(socket.SOCK_DGRAM)
+        self.relay = free_port(socket.SOCK_DGRAM)
+        self.control = free_port()
         self.password = secrets.token_urlsafe(12)
         self.client = NbapiClient(
             f"http://[::1]:{self.http}/nbapi/meshDeviceOps",
@@ -494,7 +479,7 @@ class Lab:
         from emulator.firmware.image import build_image, generate_signing_key
 
         state = self.work / "headend-state"
-        _run_cli("headend", "keygen", "--state", str(state))
+        run_meshfleet(["headend", "keygen", "--state", str(state)])
         key = generate_signing_key()
         pub = self.work / "image-signing.pub.pem"
         pub.write_bytes(
@@ -512,8 +497,8 @@ class Lab:
         )  # fmt: skip
         conf = self.work / "headend.toml"
         conf.write_text(_headend_toml(self.spec, self.http, self.csmp, self.relay, pub))
-        _run_cli("headend", "image", "add", str(image), "--state", str(state),
-                 "--config", str(conf))  # fmt: skip
+        run_meshfleet(["headend", "image", "add", str(image), "--state", str(state),
+                       "--config", str(conf)])  # fmt: skip
         self.headend = self.procs.start(
             "headend",
             meshfleet_command("headend", "run", "--config", str(conf),
@@ -616,12 +601,8 @@ def lab(spec: LabSpec, log_dir: Path | None) -> Iterator[Lab]:
             the_lab = Lab(spec, work, procs)
             the_lab.start_headend()
             yield the_lab
-        except BenchError as exc:
-            tails = "".join(
-                f"\n--- {c.name} ({c.log_path}) ---\n{c.tail(12)}"
-                for c in procs.children
-            )
-            raise BenchError(f"{exc}{tails}") from exc
+        except LabError as exc:
+            raise BenchError(f"{exc}{procs.tails()}") from exc
         finally:
             procs.stop()
 

@@ -38,7 +38,13 @@ from typing import Any
 
 from emulator.firmware.image import build_image, generate_signing_key
 from emulator.headend.api import ImageInfoList, OpResult, ValuePair
-from emulator.lab.procs import ProcessSet, meshfleet_command
+from emulator.lab.procs import (
+    LabError,
+    ProcessSet,
+    free_port,
+    meshfleet_command,
+    run_meshfleet,
+)
 from emulator.lab.progress import Progress, Snapshot
 from emulator.nbapi.client import NbapiClient, NbapiError
 from emulator.net.netns import TwoHostLab, can_create_namespaces
@@ -55,7 +61,7 @@ FLEET_PREFIX = "fd00:6d66::/64"
 MULTICAST_BASE = "ff05::6d66:0:0:0"
 
 
-class DemoError(RuntimeError):
+class DemoError(LabError):
     """The demo could not finish; the message says where and why."""
 
 
@@ -103,18 +109,6 @@ class _Lab:
     """The fleet's unicast stand-in for the group address (no multicast)."""
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
-        sock.bind(("::1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
-        sock.bind(("::1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _resolve_mode(requested: str) -> str:
     if requested == "auto":
         return "netns" if can_create_namespaces() else "loopback"
@@ -126,7 +120,7 @@ def _resolve_mode(requested: str) -> str:
 @contextmanager
 def _lab(mode: str) -> Iterator[_Lab]:
     if mode == "loopback":
-        port, relay = _free_udp_port(), _free_udp_port()
+        port, relay = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
         yield _Lab(
             "loopback", [], [], f"[::1]:{port}", "::1", "", "", "loopback-ports",
             port, f"[::1]:{relay}",
@@ -251,12 +245,8 @@ class Demo:
             stack.callback(procs.stop)
             try:
                 return self._run_in(lab, work, procs)
-            except DemoError as exc:
-                tails = "".join(
-                    f"\n--- last lines of {c.name} ({c.log_path}) ---\n{c.tail(12)}"
-                    for c in procs.children
-                )
-                raise DemoError(f"{exc}{tails}") from exc
+            except LabError as exc:
+                raise DemoError(f"{exc}{procs.tails()}") from exc
         raise AssertionError("unreachable")
 
     # -- setting up ------------------------------------------------------
@@ -273,14 +263,14 @@ class Demo:
         t0 = time.monotonic()
         image, verify_key = self._build_image(work)
         state = work / "headend-state"
-        _run_cli(["headend", "keygen", "--state", str(state)], lab.headend_prefix)
+        run_meshfleet(["headend", "keygen", "--state", str(state)], lab.headend_prefix)
         nms_pub = state / "nms-key.pub.pem"
-        http_port = _free_port()
+        http_port = free_port()
         he_conf = work / "headend.toml"
         he_conf.write_text(
             _headend_config(lab, http_port, verify_key, self.opts.devices)
         )
-        _run_cli(["headend", "image", "add", str(image), "--state", str(state),
+        run_meshfleet(["headend", "image", "add", str(image), "--state", str(state),
                   "--config", str(he_conf)], lab.headend_prefix)  # fmt: skip
         fleet_conf = work / "fleet.toml"
         fleet_conf.write_text(_fleet_config(self.opts, lab, nms_pub))
@@ -435,19 +425,6 @@ def _running(images: ImageInfoList | None, version: str) -> int:
 def _require(result: OpResult[Any], what: str) -> None:
     if result.code != 0:
         raise DemoError(f"{what} returned {result.code}: {result.message}")
-
-
-def _run_cli(args: list[str], prefix: list[str]) -> None:
-    import subprocess
-
-    done = subprocess.run(
-        [*prefix, *meshfleet_command(*args)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise DemoError(f"meshfleet {' '.join(args)} failed:\n{done.stderr.strip()}")
 
 
 def _demo_payload(size: int, seed: int) -> bytes:

@@ -11,13 +11,38 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
+
+
+class LabError(RuntimeError):
+    """The lab could not finish; the message says where and why."""
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port free on ``::1`` right now (TCP by default, or SOCK_DGRAM)."""
+    with socket.socket(socket.AF_INET6, kind) as sock:
+        sock.bind(("::1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_meshfleet(args: Sequence[str], prefix: Sequence[str] = ()) -> None:
+    """Run a short ``meshfleet`` command to its end; :class:`LabError` if it fails."""
+    done = subprocess.run(
+        [*prefix, *meshfleet_command(*args)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise LabError(f"meshfleet {' '.join(args)} failed:\n{done.stderr.strip()}")
 
 
 @dataclass
@@ -75,6 +100,13 @@ class ProcessSet:
         child = Child(name, process, log_path)
         self.children.append(child)
         return child
+
+    def tails(self, lines: int = 12) -> str:
+        """The last log lines of every child, for an error message."""
+        return "".join(
+            f"\n--- last lines of {c.name} ({c.log_path}) ---\n{c.tail(lines)}"
+            for c in self.children
+        )
 
     def dead(self) -> Child | None:
         """A child that has exited, if any."""
