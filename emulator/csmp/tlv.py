@@ -123,28 +123,59 @@ def pull_tlvs(payload: bytes) -> list[Tlv]:
 
 
 def iter_tlvs(payload: bytes) -> Iterator[Tlv]:
-    """Iterate over a payload's TLVs (lazy form of :func:`pull_tlvs`)."""
+    """Iterate over a payload's TLVs (lazy form of :func:`pull_tlvs`).
+
+    One-byte types and one- or two-byte lengths (the agent pads lengths to
+    two bytes) are read inline; anything longer goes through
+    :func:`pull_varint`.
+    """
     pos = 0
     end = len(payload)
     while pos < end:
         start = pos
-        tlv_type, pos = pull_varint(payload, pos)
-        vendor = 0
-        if tlv_type == VENDOR_TYPE:
-            vendor, pos = pull_varint(payload, pos)
-            tlv_type, pos = pull_varint(payload, pos)
-            if vendor == 0:
-                raise CodecError(f"vendor TLV at offset {start} has PEN 0")
-        elif tlv_type == 0:
-            raise CodecError(f"TLV type 0 at offset {start}")
-        length, pos = pull_varint(payload, pos)
+        tlv_id = _PLAIN_IDS[payload[pos]]
+        if tlv_id is not None:
+            pos += 1
+        else:
+            tlv_type, vendor, pos = _pull_type(payload, pos)
+            tlv_id = TlvId(tlv_type, vendor)
+        if pos < end and payload[pos] < 0x80:
+            length = payload[pos]
+            pos += 1
+        elif pos + 1 < end and payload[pos + 1] < 0x80:
+            length = (payload[pos] & 0x7F) | (payload[pos + 1] << 7)
+            pos += 2
+        else:
+            length, pos = pull_varint(payload, pos)
         if pos + length > end:
             raise CodecError(
-                f"TLV {tlv_type} at offset {start} claims {length} bytes, "
+                f"TLV {tlv_id} at offset {start} claims {length} bytes, "
                 f"{end - pos} left"
             )
-        yield Tlv(TlvId(tlv_type, vendor), payload[pos : pos + length], start)
+        yield _new_tlv(Tlv, (tlv_id, payload[pos : pos + length], start))
         pos += length
+
+
+#: TlvId of every one-byte type that is not the vendor escape (None: read it).
+_PLAIN_IDS: list[TlvId | None] = [
+    TlvId(b) if 0 < b < 0x80 and b != VENDOR_TYPE else None for b in range(256)
+]
+_new_tlv = tuple.__new__
+
+
+def _pull_type(payload: bytes, pos: int) -> tuple[int, int, int]:
+    """(type, vendor PEN or 0, next position) of the TLV at ``pos``."""
+    start = pos
+    tlv_type, pos = pull_varint(payload, pos)
+    vendor = 0
+    if tlv_type == VENDOR_TYPE:
+        vendor, pos = pull_varint(payload, pos)
+        tlv_type, pos = pull_varint(payload, pos)
+        if vendor == 0:
+            raise CodecError(f"vendor TLV at offset {start} has PEN 0")
+    elif tlv_type == 0:
+        raise CodecError(f"TLV type 0 at offset {start}")
+    return tlv_type, vendor, pos
 
 
 def push_tlv(tlv_id: TlvId | int, value: bytes, *, length_width: int = 0) -> bytes:

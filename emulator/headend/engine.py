@@ -19,14 +19,19 @@ Theory of operation of an upload (multicast mode)::
                after the window: a unicast (CON) TransferRequest to every
                member that did not answer; go on if at least one accepted.
     BLOCKS     every ImageBlock by multicast (NON, GroupMatch, unsigned) at
-               the pace; about every 10 % and with the last block the POST
-               also carries DescriptionRequest(75) with a=<window>.
-    COLLECT    wait a window for the FirmwareImageInfo (75) reports.
+               the pace; the last block's POST also carries
+               DescriptionRequest(75) with a=<window>, and so does about every
+               10 % when the blocks take longer than a few windows (progress
+               reports of a slow transfer; an unpaced one needs none).
     FILL       per member: a bitmap (from a report made after the last
                block, else CON GET /c/75/2), then the missing blocks by
                unicast NON POST /c, then the bitmap again; repeated up to
                max_rounds; members never accepted get a unicast transfer
-               first. At most ``unicast_parallel`` members at a time.
+               first. At most ``unicast_parallel`` members at a time. A
+               member whose report arrives starts at once; the others wait
+               one window for theirs (the collect window), then get read.
+
+The transfer window ends early once every member has answered.
     DONE / FAILED / STOPPED
 
 In unicast mode (a group without multicast address) the campaign starts in
@@ -277,6 +282,12 @@ class UploadCampaign:
         self.deadline = now + tuning.max_duration
         self.members: dict[str, Member] = {e: Member(e) for e in members}
         self._open = len(self.members)
+        self._pending = len(self.members)
+        """Members whose outcome is PENDING."""
+        self._in_transfer = 0
+        """Members in NEED_TRANSFER or AWAIT_TRANSFER."""
+        self._collect_until = float("inf")
+        """End of the collect window (members without a fresh report wait)."""
         self.phase = Phase.FILL
         self.next_block = 0
         self.last_block_at = 0.0
@@ -295,6 +306,7 @@ class UploadCampaign:
         self._keys: dict[str, tuple[Outcome, int]] = {}
         self._tally: dict[tuple[Outcome, int], int] = {}
         self._out: list[Send] = []
+        self._block_tlvs: dict[int, bytes] = {}
         self.stats = {"multicast_blocks": 0, "unicast_blocks": 0, "block_bytes": 0}
         self._wake = now
 
@@ -324,6 +336,9 @@ class UploadCampaign:
             member.step = Step.DONE if closed else Step.IDLE
         campaign._open = sum(
             1 for m in campaign.members.values() if m.outcome in OPEN_OUTCOMES
+        )
+        campaign._pending = sum(
+            1 for m in campaign.members.values() if m.outcome is Outcome.PENDING
         )
         campaign.phase = Phase(row.get("phase", Phase.FILL.value))
         campaign.next_block = int(row.get("next_block", 0))
@@ -370,6 +385,7 @@ class UploadCampaign:
         member = Member(eui)
         self.members[eui] = member
         self._open += 1
+        self._pending += 1
         self._touch(eui)
         if self.phase is Phase.FILL or self.phase is Phase.TRANSFER_UNICAST:
             self._set_step(member, Step.NEED_TRANSFER)
@@ -434,6 +450,7 @@ class UploadCampaign:
                     self._check_transfer_done(now)
                     return
                 member.outcome = Outcome.PENDING
+                self._pending += 1
                 self._set_step(member, Step.NEED_TRANSFER)
 
     def _on_our_slot(
@@ -451,6 +468,13 @@ class UploadCampaign:
         member.bits_at = now
         if member.step is Step.AWAIT_BITMAP and read:
             self._set_step(member, Step.READY)
+        elif (
+            member.step is Step.IDLE
+            and self.phase is Phase.FILL
+            and member.outcome is Outcome.ACCEPTED
+            and now > self.last_block_at > 0
+        ):
+            self._set_step(member, Step.READY)  # its report after the last block
         self._check_transfer_done(now)
 
     def on_failed(self, eui: str, purpose: Purpose, reason: str, now: float) -> None:
@@ -481,19 +505,23 @@ class UploadCampaign:
         """When :meth:`poll` has work, or None when finished."""
         if not self.active:
             return None
-        return min(self._wake, self._phase_until, self.deadline)
+        return min(self._wake, self._phase_until, self._collect_until, self.deadline)
 
     def poll(self, now: float) -> list[Send]:
         """Advance to ``now``; the sends that are due."""
         if self.active and now >= self.deadline:
             self._time_out(now)
         budget = self._budget(now)
+        if self.phase is Phase.TRANSFER and not self._pending:
+            self._phase_until = now  # everyone answered: no need to wait
         if self.phase is Phase.TRANSFER and now >= self._phase_until:
             self._end_transfer_window(now)
         if self.phase is Phase.BLOCKS:
             budget -= self._send_group_blocks(budget, now)
-        if self.phase is Phase.COLLECT and now >= self._phase_until:
+        if self.phase is Phase.COLLECT:  # restored from an older state file
             self._enter_fill(now, fresh_since=self.last_block_at)
+        if self.phase is Phase.FILL and now >= self._collect_until:
+            self._end_collect(now)
         if self.phase in (Phase.TRANSFER_UNICAST, Phase.FILL):
             self._serve_queue(now)
         if self.phase is Phase.FILL:
@@ -604,11 +632,14 @@ class UploadCampaign:
 
     def _check_transfer_done(self, now: float) -> None:
         """Leave TRANSFER_UNICAST once no member waits for a transfer answer."""
+        if self.phase is Phase.TRANSFER and not self._pending:
+            self._wake = now
+            return
         if self.phase is not Phase.TRANSFER_UNICAST:
             return
-        if any(m.step in _TRANSFER_STEPS for m in self.members.values()):
+        if self._in_transfer:
             return
-        if not any(m.outcome is Outcome.ACCEPTED for m in self.members.values()):
+        if self._open == self._pending:  # nobody accepted
             if any(m.outcome is Outcome.COMPLETE for m in self.members.values()):
                 self._finish(Phase.DONE, now, "")
             else:
@@ -616,15 +647,32 @@ class UploadCampaign:
             return
         self._set_phase(Phase.BLOCKS, now)
 
-    def _enter_fill(self, now: float, fresh_since: float) -> None:
+    def _enter_fill(
+        self, now: float, fresh_since: float, *, collect: bool = False
+    ) -> None:
+        """FILL; with ``collect``, members without a fresh bitmap wait one
+        window for their report (:meth:`_end_collect`) instead of being read."""
         self._set_phase(Phase.FILL, float("inf"))
+        if collect:
+            self._collect_until = now + self._window()
         for member in self.members.values():
             if member.outcome is Outcome.PENDING:
                 self._set_step(member, Step.NEED_TRANSFER)
             elif member.outcome is Outcome.ACCEPTED:
-                fresh = member.bits_at >= fresh_since
-                self._set_step(member, Step.READY if fresh else Step.NEED_BITMAP)
+                if member.bits_at > fresh_since or (
+                    not collect and member.bits_at == fresh_since
+                ):
+                    self._set_step(member, Step.READY)
+                elif not collect:
+                    self._set_step(member, Step.NEED_BITMAP)
         self._check_fill_done(now)
+
+    def _end_collect(self, now: float) -> None:
+        """The collect window is over: read the members still waiting."""
+        self._collect_until = float("inf")
+        for member in self.members.values():
+            if member.step is Step.IDLE and member.outcome is Outcome.ACCEPTED:
+                self._set_step(member, Step.NEED_BITMAP)
 
     def _check_fill_done(self, now: float) -> None:
         if self.phase is not Phase.FILL:
@@ -654,6 +702,8 @@ class UploadCampaign:
             if member.step is not Step.DONE:
                 member.step = Step.IDLE
         self._busy = 0
+        self._in_transfer = 0
+        self._collect_until = float("inf")
         logger.info(
             "upload %d (%s) %s %s", self.op_id, self.group_key, phase.value, reason
         )
@@ -662,6 +712,7 @@ class UploadCampaign:
 
     def _set_step(self, member: Member, step: Step) -> None:
         old = member.step
+        self._in_transfer += (step in _TRANSFER_STEPS) - (old in _TRANSFER_STEPS)
         if old in BUSY_STEPS:
             self._busy -= 1
             if self._queue:
@@ -676,6 +727,8 @@ class UploadCampaign:
             self._sending.append(member)
 
     def _accept(self, member: Member, *, fresh: bool, now: float) -> None:
+        if member.outcome is Outcome.PENDING:
+            self._pending -= 1
         member.outcome = Outcome.ACCEPTED
         member.attempts = 0
         if fresh:
@@ -690,6 +743,8 @@ class UploadCampaign:
             self._open -= 1
             if not self._open:
                 self._wake = -1.0  # let the next poll finish the campaign
+        if member.outcome is Outcome.PENDING:
+            self._pending -= 1
         member.outcome = outcome
         member.reason = reason
         member.queue.clear()
@@ -750,11 +805,11 @@ class UploadCampaign:
     def _send_group_blocks(self, budget: int, now: float) -> int:
         image = self.image
         total = image.nblocks
-        every = max(1, total // 10)
+        every = self._describe_every()
         sent = 0
         while sent < budget and self.next_block < total:
             num = self.next_block
-            describe = num == total - 1 or (num + 1) % every == 0
+            describe = num == total - 1 or (every > 0 and (num + 1) % every == 0)
             self._out.append(self._group_block(num, describe))
             self.next_block += 1
             sent += 1
@@ -762,8 +817,19 @@ class UploadCampaign:
         self._credit -= sent
         if self.next_block >= total:
             self.last_block_at = now
-            self._set_phase(Phase.COLLECT, now + self._window())
+            self._enter_fill(now, fresh_since=now, collect=True)
         return sent
+
+    def _describe_every(self) -> int:
+        """Blocks between progress DescriptionRequests (0: the last only).
+
+        Every 10 % when the blocks take longer than four collect windows at
+        the pace; an unpaced or short transfer only asks after the last one
+        (every member would otherwise report ten times in a few seconds)."""
+        t, total = self.tuning, self.image.nblocks
+        if t.pace <= 0 or total / t.pace < 4 * self._window():
+            return 0
+        return max(1, total // 10)
 
     def _send_unicast_blocks(self, budget: int, now: float) -> int:
         sent = 0
@@ -773,7 +839,7 @@ class UploadCampaign:
             if member.step is not Step.SENDING:
                 continue
             num = member.queue.popleft()
-            payload = encode_tlv(T.IMAGE_BLOCK, self._block_msg(num))
+            payload = self._unicast_block(num)
             self._out.append(
                 Send(
                     member.eui, Code.POST, "c", (), payload, False, False, Purpose.BLOCK
@@ -809,6 +875,14 @@ class UploadCampaign:
         )
         query = (f"a={self.tuning.async_window}",)
         return _post(None, payload, Purpose.TRANSFER, signed=True, query=query)
+
+    def _unicast_block(self, num: int) -> bytes:
+        """The ImageBlock TLV of block ``num`` (encoded once per campaign)."""
+        payload = self._block_tlvs.get(num)
+        if payload is None:
+            payload = encode_tlv(T.IMAGE_BLOCK, self._block_msg(num))
+            self._block_tlvs[num] = payload
+        return payload
 
     def _block_msg(self, num: int) -> pb.ImageBlock:
         return pb.ImageBlock(

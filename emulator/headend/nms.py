@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -23,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from emulator.csmp import csmp_pb2 as pb
 from emulator.csmp.registry import GROUP_FIRMWARE, T, decode_as, encode_tlv
 from emulator.csmp.signing import sign_payload
-from emulator.csmp.tlv import CodecError, Tlv, pull_tlvs
+from emulator.csmp.tlv import CodecError, Tlv, TlvId, iter_tlvs
 from emulator.headend.inventory import SlotInfo
 from emulator.node.device import BOOT_FAILED_SUBTYPE
 from emulator.node.firmware import HASH_LEN
@@ -63,33 +64,48 @@ class DeviceReport:
 def parse_report(payload: bytes) -> DeviceReport:
     """Read a device payload; CodecError on bad framing or a bad value."""
     report = DeviceReport()
-    for tlv in pull_tlvs(payload):
-        _absorb(report, tlv)
+    handlers = _HANDLERS
+    for tlv in iter_tlvs(payload):
+        handler = handlers.get(tlv[0])
+        if handler is not None:
+            handler(report, tlv)
+        elif tlv[0][1]:
+            _absorb_vendor(report, tlv)
+        else:
+            report.ignored += 1
     return report
 
 
-def _absorb(report: DeviceReport, tlv: Tlv) -> None:
-    if tlv.id.vendor:
-        _absorb_vendor(report, tlv)
-        return
-    tlv_type = tlv.id.type
-    if tlv_type == T.DEVICE_ID:
-        msg = decode_as(tlv, pb.DeviceID)
-        if not _EUI.fullmatch(msg.id):
-            raise CodecError(f"DeviceID {msg.id!r} is not an EUI-64")
-        report.eui = msg.id.upper()
-    elif tlv_type == T.HARDWARE_DESC:
-        hw = decode_as(tlv, pb.HardwareDesc)
-        report.firmware_rev = hw.entPhysicalFirmwareRev
-        report.model = hw.entPhysicalModelName
-        report.function = hw.entPhysicalFunction
-    elif tlv_type == T.FIRMWARE_IMAGE_INFO:
-        report.slots.append(SlotInfo.from_tlv(decode_as(tlv, pb.FirmwareImageInfo)))
-    elif tlv_type in RESPONSE_TLVS:
-        msg_r = decode_as(tlv, pb.FirmwareResponse)
-        report.responses.append((tlv_type, msg_r.fileHash, msg_r.response))
-    else:
-        report.ignored += 1
+def _device_id(report: DeviceReport, tlv: Tlv) -> None:
+    msg = decode_as(tlv, pb.DeviceID)
+    if not _EUI.fullmatch(msg.id):
+        raise CodecError(f"DeviceID {msg.id!r} is not an EUI-64")
+    report.eui = msg.id.upper()
+
+
+def _hardware_desc(report: DeviceReport, tlv: Tlv) -> None:
+    hw = decode_as(tlv, pb.HardwareDesc)
+    report.firmware_rev = hw.entPhysicalFirmwareRev
+    report.model = hw.entPhysicalModelName
+    report.function = hw.entPhysicalFunction
+
+
+def _image_info(report: DeviceReport, tlv: Tlv) -> None:
+    report.slots.append(SlotInfo.from_tlv(decode_as(tlv, pb.FirmwareImageInfo)))
+
+
+def _response(report: DeviceReport, tlv: Tlv) -> None:
+    msg = decode_as(tlv, pb.FirmwareResponse)
+    report.responses.append((tlv.id.type, msg.fileHash, msg.response))
+
+
+#: What we read of a device payload, by TLV id (the rest is counted).
+_HANDLERS: dict[TlvId, Callable[[DeviceReport, Tlv], None]] = {
+    TlvId(T.DEVICE_ID): _device_id,
+    TlvId(T.HARDWARE_DESC): _hardware_desc,
+    TlvId(T.FIRMWARE_IMAGE_INFO): _image_info,
+    **{TlvId(t): _response for t in RESPONSE_TLVS},
+}
 
 
 def _absorb_vendor(report: DeviceReport, tlv: Tlv) -> None:
