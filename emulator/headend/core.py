@@ -19,7 +19,7 @@ never raised. Persistence reads the changes with :meth:`take_changes`.
 from __future__ import annotations
 
 import logging
-import secrets
+import os
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -299,7 +299,7 @@ class HeadEndCore:
         ):
             self.stats["registrations_reused"] += 1
             return cached[5]
-        record.session = secrets.token_hex(8)
+        record.session = os.urandom(8).hex()
         answer = registration_answer(
             self.answer, record.session, group_id, self.key, now
         )

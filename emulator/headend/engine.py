@@ -1046,6 +1046,10 @@ class CommandCampaign:
         self._busy = 0
         self._out: list[Send] = []
         self._dirty: set[str] = set(self.members)
+        self._answered = 0
+        """Members with a response code."""
+        self._closed = 0
+        """Members answered or given up on (step DONE)."""
 
     @property
     def active(self) -> bool:
@@ -1085,6 +1089,9 @@ class CommandCampaign:
             return
         member.code = code
         member.failed = ""
+        self._answered += 1
+        if member.step is not Step.DONE:
+            self._closed += 1
         if member.step is Step.AWAIT_TRANSFER:
             self._busy -= 1
         member.step = Step.DONE
@@ -1100,6 +1107,7 @@ class CommandCampaign:
         if member.attempts >= self.tuning.max_attempts:
             member.failed = reason or "no answer"
             member.step = Step.DONE
+            self._closed += 1
             self._dirty.add(eui)
         else:
             member.step = Step.NEED_TRANSFER
@@ -1135,13 +1143,13 @@ class CommandCampaign:
         return out
 
     def _check_done(self, now: float) -> None:
+        """Finish once every member answered (or, unicast, was given up on)."""
+        total = len(self.members)
         if self.phase is not Phase.FILL:
-            if all(m.code is not None for m in self.members.values()):
+            if self._answered >= total:
                 self._finish(now)
             return
-        if all(
-            m.step is Step.DONE or m.code is not None for m in self.members.values()
-        ):
+        if self._closed >= total:
             self._finish(now)
 
     def _finish(self, now: float) -> None:

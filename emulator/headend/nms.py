@@ -18,6 +18,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -140,25 +141,25 @@ def registration_answer(
     now: float,
 ) -> bytes:
     """The signed 2.03 payload answering a registration."""
-    sub = pb.ReportSubscribe(
-        interval=settings.report_interval, tlvid=list(settings.report_tlvs)
-    )
-    payload = b"".join(
-        (
-            encode_tlv(T.REPORT_SUBSCRIBE, sub),
-            encode_tlv(T.SESSION_ID, pb.SessionID(id=session)),
-            encode_tlv(
-                T.CGMS_SETTINGS,
-                pb.CGMSSettings(
-                    regIntervalMin=settings.reg_min, regIntervalMax=settings.reg_max
-                ),
-            ),
-            group_assign(group_id),
-        )
-    )
+    subscribe, cgms = _answer_parts(settings)
+    session_tlv = encode_tlv(T.SESSION_ID, pb.SessionID(id=session))
+    payload = b"".join((subscribe, session_tlv, cgms, group_assign(group_id)))
     return sign_validity(payload, key, now, settings.signature_validity)
 
 
+@lru_cache(maxsize=64)
+def _answer_parts(settings: AnswerSettings) -> tuple[bytes, bytes]:
+    """ReportSubscribe and CGMSSettings TLVs: the same in every answer."""
+    sub = pb.ReportSubscribe(
+        interval=settings.report_interval, tlvid=list(settings.report_tlvs)
+    )
+    cgms = pb.CGMSSettings(
+        regIntervalMin=settings.reg_min, regIntervalMax=settings.reg_max
+    )
+    return encode_tlv(T.REPORT_SUBSCRIBE, sub), encode_tlv(T.CGMS_SETTINGS, cgms)
+
+
+@lru_cache(maxsize=1024)
 def group_assign(group_id: int) -> bytes:
     """GroupAssign (55): the device's firmware group."""
     return encode_tlv(T.GROUP_ASSIGN, pb.Group(type=GROUP_FIRMWARE, id=group_id))

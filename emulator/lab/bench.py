@@ -84,6 +84,8 @@ OLD_VERSION = "6.8.1"
 NEW_VERSION = "6.10.2"
 IMAGE_NAME = f"bench-{NEW_VERSION}.bin"
 PREFIX = "fd00:6d66:bec::/64"
+BLOCK_SIZE = 1024
+"""``[upload] block_size`` of the bench head-end (the demo's; 512 is the default)."""
 
 #: scenario -> (figure key, target text, check(value) -> bool)
 TARGETS: dict[str, list[tuple[str, str, Callable[[float], bool]]]] = {
@@ -369,6 +371,7 @@ def _headend_toml(spec: LabSpec, http: int, csmp: int, relay: int, key: Path) ->
 [csmp]
 listen = "::1"
 port = {csmp}
+ack_timeout = 0.5
 
 [http]
 listen = "::1"
@@ -376,13 +379,15 @@ port = {http}
 
 [nms]
 report_interval = {spec.report_interval}
-reg_interval_min = 30
-reg_interval_max = 600
+reg_interval_min = 1
+reg_interval_max = 8
 
 [upload]
 pace = 0
-async_window = 2
+block_size = {BLOCK_SIZE}
+async_window = 1
 grace = 0.5
+unicast_parallel = 512
 
 [commands]
 async_window = 1
@@ -696,7 +701,7 @@ def _upload(the_lab: Lab, opts: BenchOptions, devices: int) -> dict[str, Any]:
 def _nblocks(size: int) -> int:
     from emulator.headend.images import choose_block_size
 
-    block = choose_block_size(size, 512)
+    block = choose_block_size(size, BLOCK_SIZE)
     return -(-size // block)
 
 
