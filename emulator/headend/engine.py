@@ -216,14 +216,32 @@ class Member:
     """Blocks still to send by unicast in this round."""
 
     def to_row(self) -> dict[str, Any]:
+        return Member.row_of(self.snapshot())
+
+    def snapshot(self) -> tuple[Any, ...]:
+        """The persisted fields, as immutable values (for :meth:`row_of`)."""
+        return (
+            self.eui,
+            self.outcome,
+            self.code,
+            self.reason,
+            self.bits,
+            self.rounds,
+            self.attempts,
+        )
+
+    @staticmethod
+    def row_of(state: tuple[Any, ...]) -> dict[str, Any]:
+        """The store row of a :meth:`snapshot` (any thread)."""
+        eui, outcome, code, reason, bits, rounds, attempts = state
         return {
-            "eui": self.eui,
-            "outcome": self.outcome.value,
-            "code": self.code,
-            "reason": self.reason,
-            "bits": format(self.bits, "x"),
-            "rounds": self.rounds,
-            "attempts": self.attempts,
+            "eui": eui,
+            "outcome": outcome.value,
+            "code": code,
+            "reason": reason,
+            "bits": format(bits, "x"),
+            "rounds": rounds,
+            "attempts": attempts,
         }
 
     @classmethod

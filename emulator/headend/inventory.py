@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 RUN, UPLOAD, BACKUP = 1, 2, 3
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class SlotInfo:
     """One firmware slot as a device reported it (TLV 75)."""
 
@@ -134,20 +134,45 @@ class DeviceRecord:
         return now - self.last_heard <= silence
 
     def to_row(self) -> dict[str, Any]:
+        return DeviceRecord.row_of(self.snapshot())
+
+    def snapshot(self) -> tuple[Any, ...]:
+        """The persisted fields as immutable values (slots are frozen)."""
+        return (
+            self.eui,
+            self.address,
+            self.port,
+            self.hardware_id,
+            self.version,
+            self.function,
+            self.group,
+            tuple(self.slots.values()),
+            self.first_seen,
+            self.last_heard,
+            self.registrations,
+            self.session,
+            tuple(self.results.items()) if self.results else (),
+        )
+
+    @staticmethod
+    def row_of(state: tuple[Any, ...]) -> dict[str, Any]:
+        """The store row of a :meth:`snapshot` (any thread)."""
+        (eui, address, port, hwid, version, function, group, slots, first_seen,
+         last_heard, registrations, session, results) = state  # fmt: skip
         return {
-            "eui": self.eui,
-            "address": self.address,
-            "port": self.port,
-            "hardware_id": self.hardware_id,
-            "version": self.version,
-            "function": self.function,
-            "group": self.group,
-            "slots": [s.to_row() for s in self.slots.values()],
-            "first_seen": self.first_seen,
-            "last_heard": self.last_heard,
-            "registrations": self.registrations,
-            "session": self.session,
-            "results": dict(self.results),
+            "eui": eui,
+            "address": address,
+            "port": port,
+            "hardware_id": hwid,
+            "version": version,
+            "function": function,
+            "group": group,
+            "slots": [s.to_row() for s in slots],
+            "first_seen": first_seen,
+            "last_heard": last_heard,
+            "registrations": registrations,
+            "session": session,
+            "results": dict(results),
         }
 
     @classmethod

@@ -29,6 +29,7 @@ from emulator.headend.engine import (
 )
 from emulator.headend.inventory import DeviceRecord
 from emulator.headend.store import (
+    Lazy,
     OperationRow,
     Write,
     device_write,
@@ -43,7 +44,9 @@ def change_writes(
     devices: Iterable[DeviceRecord], campaigns: Iterable[tuple[Campaign, list[Any]]]
 ) -> list[Write]:
     """The store writes for changed devices and campaigns."""
-    writes = [device_write(d.to_row()) for d in devices]
+    writes = [
+        device_write(Lazy(DeviceRecord.row_of, d.snapshot()), d.eui) for d in devices
+    ]
     for campaign, members in campaigns:
         writes.append(
             operation_write(
@@ -55,7 +58,7 @@ def change_writes(
         )
         for member in members:
             writes.append(
-                progress_write(campaign.op_id, member.eui, member_data(member))
+                progress_write(campaign.op_id, member.eui, _member_lazy(member))
             )
     return writes
 
@@ -86,6 +89,12 @@ def campaign_data(campaign: Campaign) -> dict[str, Any]:
         "file_hash": campaign.file_hash.hex(),
         "load_time": campaign.load_time,
     }
+
+
+def _member_lazy(member: Member | CommandMember) -> Lazy:
+    if isinstance(member, Member):
+        return Lazy(Member.row_of, member.snapshot())
+    return Lazy(dict, (member_data(member),))
 
 
 def member_data(member: Member | CommandMember) -> dict[str, Any]:

@@ -496,10 +496,11 @@ class Lab:
         size = self.spec.image_kib * 1024 - 256
         payload = random.Random(self.spec.seed).randbytes(size)
         image = self.work / IMAGE_NAME
-        image.write_bytes(
-            build_image(payload, hwid=HWID, version=NEW_VERSION, name="bench",
-                        sign_key=key)
-        )  # fmt: skip
+        data = build_image(
+            payload, hwid=HWID, version=NEW_VERSION, name="bench", sign_key=key
+        )
+        self.nblocks = _nblocks(len(data))
+        image.write_bytes(data)
         conf = self.work / "headend.toml"
         conf.write_text(_headend_toml(self.spec, self.http, self.csmp, self.relay, pub))
         run_meshfleet(["headend", "image", "add", str(image), "--state", str(state),
@@ -681,7 +682,7 @@ def _upload(the_lab: Lab, opts: BenchOptions, devices: int) -> dict[str, Any]:
 
     multicast = delta("meshfleet_headend_blocks_sent_total{mode=multicast}")
     unicast = delta("meshfleet_headend_blocks_sent_total{mode=unicast}")
-    nblocks = _nblocks(opts.image_kib * 1024)
+    nblocks = the_lab.nblocks
     minimum = min_blocks(devices, nblocks, opts.loss)
     return {
         "upload_s": round(seconds, 3),
