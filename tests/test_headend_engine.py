@@ -374,3 +374,21 @@ def test_registering_again_soon_gets_the_same_signed_answer() -> None:
     assert record.session != session  # a new answer after the reuse window
     assert core.stats["registrations_reused"] == reused + 1
     assert wire.run(5, lambda: device.registered and device.session_id != session)
+
+
+def test_member_reached_after_the_load_time_loads_at_once() -> None:
+    """scheduleReload for "now": a member that missed the multicast
+    LoadRequest gets it by unicast after the load time, as loadTime 0."""
+    wire, core = make_wire(3)
+    upload(wire, core)
+    wire.deaf.add(1)
+    group = core.groups.get("meters")
+    assert group is not None
+    members = [d.eui for d in core.inventory.members("meters")]
+    at = int(wire.now) + 1  # before the multicast window (a + grace) ends
+    reload = core.start_command(
+        CommandKind.RELOAD, group, image_ref().sha256, members, wire.now, load_time=at
+    )
+    assert wire.run(60, lambda: not reload.active)
+    assert reload.counts()["accepted"] == 3
+    assert wire.run(30, lambda: all(d.running_version == "6.9.1" for d in wire.devices))

@@ -1084,10 +1084,17 @@ class CommandCampaign:
         else:
             self._go_unicast(now)
 
-    def _request(self) -> bytes:
+    def _request(self, now: float | None = None) -> bytes:
+        """The request TLV. A LoadRequest sent (by unicast) once its load
+        time has come asks for a load now (loadTime 0): a member that missed
+        the multicast still reloads, a moment late, instead of refusing a
+        time in the past."""
         tlv = _COMMAND_TLVS[self.kind][0]
         if self.kind is CommandKind.RELOAD:
-            msg: Any = pb.LoadRequest(fileHash=self.file_hash, loadTime=self.load_time)
+            load_time = self.load_time
+            if now is not None and load_time and now >= load_time:
+                load_time = 0
+            msg: Any = pb.LoadRequest(fileHash=self.file_hash, loadTime=load_time)
         else:
             msg = pb.HashRequest(fileHash=self.file_hash)
         return encode_tlv(tlv, msg)
@@ -1155,7 +1162,7 @@ class CommandCampaign:
                 member.step = Step.AWAIT_TRANSFER
                 self._busy += 1
                 self._out.append(
-                    _post(member.eui, self._request(), Purpose.COMMAND, signed=True)
+                    _post(member.eui, self._request(now), Purpose.COMMAND, signed=True)
                 )
         out, self._out = self._out, []
         return out

@@ -37,6 +37,12 @@ soak
     ``--devices`` (100,000) devices reporting every 300 s for ``--minutes``:
     the fleet's CPU (% of one core) and RSS growth over the window.
 
+The bench head-end runs unpaced uploads of 1024-byte blocks with a=1 s
+async windows, serves 512 members at once in the unicast fill-in, and uses
+a CoAP ACK timeout of 0.5 s (loopback has no mesh latency; the default is
+the RFC's 2 s); its CGMSSettings (1..8 s) let rebooted devices register
+again at once. Everything else is the default configuration.
+
 All loops are bounded in count and time; everything is on loopback.
 """
 
