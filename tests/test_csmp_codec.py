@@ -195,3 +195,11 @@ def test_require_validity(key: ec.EllipticCurvePrivateKey) -> None:
         signed, tlvs, key.public_key(), now=0, require_validity=True
     )
     assert check.reason == "no SignatureValidity TLV"
+
+
+def test_tlvs_after_the_signature_are_refused(key: ec.EllipticCurvePrivateKey) -> None:
+    body = encode_tlv(T.SESSION_ID, pb.SessionID(id="s1"))
+    signed = sign_payload(body, key) + encode_tlv(T.SESSION_ID, pb.SessionID(id="x"))
+    check = check_signature(signed, pull_tlvs(signed), key.public_key(), now=150)
+    assert check.status is SignatureStatus.BAD
+    assert check.reason == "TLVs after the Signature TLV"

@@ -225,3 +225,31 @@ async def test_running_headend_picks_up_cli_changes(
         assert again.generated_password is None  # stored hashed the first time
     finally:
         await again.stop()
+
+
+def test_writer_stores_command_progress_and_survives_a_bad_row(
+    tmp_path: Path,
+) -> None:
+    from emulator.headend.engine import CommandMember
+    from emulator.headend.persist import _member_lazy
+    from emulator.headend.store import Lazy, progress_write
+
+    def broken(state: tuple[object, ...]) -> dict[str, object]:
+        raise ValueError("not a row")
+
+    writer = StoreWriter(db_path(tmp_path), flush_interval=0.01)
+    writer.start()
+    member = CommandMember("00173BAB00000001", code=0)
+    writer.put_all(
+        [
+            progress_write(1, "00173BAB00000002", Lazy(broken, ())),
+            progress_write(1, member.eui, _member_lazy(member)),
+        ]
+    )
+    writer.close()
+    assert writer.errors == 1
+    db = Database(db_path(tmp_path))
+    assert db.progress(1) == [
+        {"eui": member.eui, "code": 0, "failed": "", "attempts": 0}
+    ]
+    db.close()

@@ -12,6 +12,19 @@ run, then the medians and their ratio.
 Memory: devices built and registered in-process (no sockets), measured with
 tracemalloc and RSS; bytes per idle registered device at each size. Every
 loop is bounded in count and time.
+
+Micro benchmarks (``--micro registration,get,multicast,unicast-block``): one
+fleet in-process without sockets, datagrams fed to ``Fleet._on_datagrams`` in
+batches as the UDP edge hands them over, outgoing datagrams drained and
+dropped; each prints microseconds per operation, the median of ``--runs``:
+
+- ``registration``: registration payload (generic encoder and template), the
+  registration POST through the exchange layer, the answer (ACK 2.04 with
+  ReportSubscribe and SessionID) back to the device;
+- ``get``: CON ``GET /c?q=75`` to device addresses (receive, answer, queue);
+- ``multicast``: a relayed NON POST with GroupMatch + ImageBlock fanned out
+  to every member of the group (per member), every member downloading;
+- ``unicast-block``: NON POST /c with one ImageBlock to one device.
 """
 
 from __future__ import annotations
@@ -34,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from emulator.coap.message import Code, Message, Type, encode, request_options  # noqa: E402
 from emulator.fleet.config import parse_config  # noqa: E402
 from emulator.fleet.runtime import Fleet  # noqa: E402
+from emulator.node.io import Send  # noqa: E402
 
 DEADLINE = 60.0
 
@@ -210,6 +224,241 @@ async def main_async(args: argparse.Namespace) -> None:
     )
 
 
+# ------------------------------------------------------------------ micro
+
+NMS = ("2001:db8::10", 61628)
+RELAY = ("::1", 61629)
+MICRO_IMAGE_BLOCKS = 256
+MICRO_BLOCK_SIZE = 1024
+
+
+def micro_fleet(devices: int) -> tuple[Fleet, float]:
+    """A fleet of booted devices at prefix addresses, without sockets."""
+    config = parse_config(
+        {
+            "fleet": {
+                "devices": devices,
+                "boot_time": 0.0,
+                "power_on_jitter": 0.0,
+                "nms": f"[{NMS[0]}]:{NMS[1]}",
+            },
+            "registration": {"min": 3600, "max": 3600},
+            "multicast": {"mode": "off"},
+        }
+    )
+    fleet = Fleet(config)
+    now = time.time()
+    fleet.started_at = now
+    fleet._build_devices(now)  # noqa: SLF001 - measured without sockets
+    fleet._local_of = [(p.address, 61628) for p in fleet.planned]  # noqa: SLF001
+    fleet._by_local = {a: i for i, a in enumerate(fleet._local_of)}  # noqa: SLF001
+    for device in fleet.devices.values():
+        device.on_timer(now)
+    return fleet, now
+
+
+def coap(
+    kind: Type, code: Code, mid: int, path: str, query: list[str], body: bytes
+) -> bytes:
+    token = (mid & 0xFFFF).to_bytes(2, "big")
+    options = request_options(path, query)
+    return encode(Message(kind, code, mid & 0xFFFF, token, options, body))
+
+
+def timed(fn: object, count: int) -> float:
+    """Microseconds per operation of ``fn()`` doing ``count`` operations."""
+    gc.collect()
+    start = time.perf_counter()
+    fn()  # type: ignore[operator]
+    return (time.perf_counter() - start) / count * 1e6
+
+
+def micro_registration(devices: int) -> dict[str, float]:
+    from emulator.coap.message import decode
+
+    fleet, now = micro_fleet(devices)
+    devs = list(fleet.devices.values())
+    at = now + 1.0
+    out: dict[str, float] = {}
+    out["payload_generic_us"] = timed(
+        lambda: [d.registration_payload_generic(at) for d in devs], len(devs)
+    )
+    out["payload_us"] = timed(
+        lambda: [d.registration_payload(at) for d in devs], len(devs)
+    )
+
+    def send() -> None:
+        for i, d in enumerate(devs):
+            fleet._send(i, Send("r", d.registration_payload(at), True, "register"), at)  # noqa: SLF001
+        fleet._flush(at)  # noqa: SLF001
+
+    sent = fleet.exchange._out  # noqa: SLF001 - peek before the flush drops them
+    out["send_us"] = timed(send, len(devs))
+    del sent
+    pending = list(fleet.exchange._by_token.items())  # noqa: SLF001
+    answer = registration_answer()
+    batch = []
+    for (local, remote, token), p in pending:
+        mid = decode(p.datagram.data).mid
+        ack = encode(Message(Type.ACK, Code.CHANGED, mid, token, [], answer))
+        batch.append((ack, local, remote))
+
+    def answers() -> None:
+        for k in range(0, len(batch), 64):
+            fleet._on_datagrams(batch[k : k + 64], at)  # noqa: SLF001
+
+    out["answer_us"] = timed(answers, len(batch))
+    out["registered"] = sum(d.registered for d in devs)
+    return out
+
+
+def micro_get(devices: int, total: int = 20000) -> dict[str, float]:
+    fleet, now = micro_fleet(devices)
+    locals_ = fleet._local_of  # noqa: SLF001
+    remote = ("::1", 40000 + int(time.time() * 1000) % 20000)
+    batches = []
+    for k in range(0, total, 64):
+        batches.append(
+            [
+                (
+                    coap(Type.CON, Code.GET, m, "c", ["q=75"], b""),
+                    locals_[m % len(locals_)],
+                    remote,
+                )
+                for m in range(k, min(k + 64, total))
+            ]
+        )
+
+    def run() -> None:
+        for batch in batches:
+            fleet._on_datagrams(batch, now)  # noqa: SLF001
+
+    out = {"get_us": timed(run, total)}
+    out["answered"] = fleet.requests[("GET", "2xx")]
+    return out
+
+
+def _upload_image() -> tuple[bytes, bytes]:
+    import hashlib
+
+    from emulator.firmware.image import build_image
+
+    size = MICRO_IMAGE_BLOCKS * MICRO_BLOCK_SIZE - 256
+    data = build_image(
+        bytes(range(256)) * (size // 256), hwid="OPENCSMP", version="9.9.9"
+    )
+    return data, hashlib.sha256(data).digest()
+
+
+def _downloading_fleet(devices: int, group: int) -> tuple[Fleet, float, bytes, bytes]:
+    from emulator.csmp import csmp_pb2 as pb
+    from emulator.csmp.registry import T, encode_tlv
+    from emulator.node.builders import post
+
+    fleet, now = micro_fleet(devices)
+    data, file_hash = _upload_image()
+    req = pb.TransferRequest(
+        fileHash=file_hash,
+        fileName="bench.bin",
+        version="9.9.9",
+        fileSize=len(data),
+        blockSize=MICRO_BLOCK_SIZE,
+    )
+    req.hwInfo.hwId = "OPENCSMP"
+    setup = encode_tlv(T.GROUP_ASSIGN, pb.Group(type=2, id=group)) + encode_tlv(
+        T.TRANSFER_REQUEST, req
+    )
+    for i in range(len(fleet.devices)):
+        fleet._deliver(i, post(setup), now)  # noqa: SLF001
+    return fleet, now, data, file_hash
+
+
+def _block_payload(data: bytes, file_hash: bytes, num: int, group: int | None) -> bytes:
+    from emulator.csmp import csmp_pb2 as pb
+    from emulator.csmp.registry import T, encode_tlv
+
+    chunk = data[num * MICRO_BLOCK_SIZE : (num + 1) * MICRO_BLOCK_SIZE]
+    block = pb.ImageBlock(fileHash=file_hash, blockNum=num, blockData=chunk)
+    body = encode_tlv(T.IMAGE_BLOCK, block)
+    if group is not None:
+        body = encode_tlv(T.GROUP_MATCH, pb.Group(type=2, id=group)) + body
+    return body
+
+
+def micro_multicast(devices: int, blocks: int = 20) -> dict[str, float]:
+    fleet, now, data, file_hash = _downloading_fleet(devices, 7)
+    datagrams = [
+        (
+            coap(
+                Type.NON,
+                Code.POST,
+                0x8000 + n,
+                "c",
+                [],
+                _block_payload(data, file_hash, n, 7),
+            ),
+            RELAY,
+            NMS,
+        )
+        for n in range(blocks)
+    ]
+
+    def run() -> None:
+        for datagram in datagrams:
+            fleet._on_datagrams([datagram], now)  # noqa: SLF001
+
+    out = {"per_member_us": timed(run, blocks * devices)}
+    out["blocks_received"] = fleet.stats["blocks_received"]
+    return out
+
+
+def micro_unicast_block(devices: int, blocks: int = 8) -> dict[str, float]:
+    fleet, now, data, file_hash = _downloading_fleet(devices, 7)
+    locals_ = fleet._local_of  # noqa: SLF001
+    bodies = [_block_payload(data, file_hash, n, None) for n in range(blocks)]
+    items = []
+    for n in range(blocks):
+        for i in range(devices):
+            m = n * devices + i
+            items.append(
+                (coap(Type.NON, Code.POST, m, "c", [], bodies[n]), locals_[i], NMS)
+            )
+    batches = [items[k : k + 64] for k in range(0, len(items), 64)]
+
+    def run() -> None:
+        for batch in batches:
+            fleet._on_datagrams(batch, now)  # noqa: SLF001
+
+    out = {"block_us": timed(run, len(items))}
+    out["blocks_received"] = fleet.stats["blocks_received"]
+    return out
+
+
+MICRO = {
+    "registration": micro_registration,
+    "get": micro_get,
+    "multicast": micro_multicast,
+    "unicast-block": micro_unicast_block,
+}
+
+
+def micro(modes: list[str], devices: int, runs: int) -> None:
+    """Print one JSON line per run and mode, then the medians."""
+    for mode in modes:
+        results = []
+        for run in range(runs):
+            result = MICRO[mode](devices)
+            results.append(result)
+            print(json.dumps({"micro": mode, "run": run, **_rounded(result)}))
+        keys = [k for k in results[0] if k.endswith("_us")]
+        medians = {k: statistics.median(r[k] for r in results) for k in keys}
+        print(json.dumps({"micro": mode, "median_of": runs, **_rounded(medians)}))
+
+
+def _rounded(values: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 2) for k, v in values.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20000)
@@ -218,7 +467,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--memory", default="10000,100000")
     parser.add_argument("--no-uvloop", action="store_true")
+    parser.add_argument(
+        "--micro", default="", help="comma list: " + ",".join(MICRO) + " (or all)"
+    )
+    parser.add_argument("--micro-devices", type=int, default=2000)
     args = parser.parse_args()
+    if args.micro:
+        modes = list(MICRO) if args.micro == "all" else args.micro.split(",")
+        micro(modes, args.micro_devices, max(1, args.runs))
+        return
     if not args.no_uvloop:
         try:
             import uvloop

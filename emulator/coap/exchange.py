@@ -201,6 +201,37 @@ class ExchangeLayer:
         self._forget(pending, local, remote)
         return IncomingResponse(pending.handle, msg, local, remote)
 
+    # -- fast path -------------------------------------------------------
+
+    def accept_request(
+        self, local: Addr, remote: Addr, mid: int, confirmable: bool, now: float
+    ) -> tuple[Addr, Addr, int] | None:
+        """Duplicate check of a request decoded by the caller (fast path).
+
+        The same as :meth:`receive_datagram` does for a well-formed CON or NON
+        request: a duplicate is counted, its cached answer queued again, and
+        None returned; a new one is remembered and its key returned, for
+        :meth:`answer_confirmable`.
+        """
+        key = (local, remote, mid)
+        seen = self._seen
+        if key in seen:
+            self.stats["duplicates"] += 1
+            cached = seen[key]
+            if cached is not None:
+                self._out.append(Datagram(cached, local, remote))
+            return None
+        self._remember(key, now, confirmable)
+        return key
+
+    def answer_confirmable(self, key: tuple[Addr, Addr, int], data: bytes) -> None:
+        """Queue ``data``, the encoded piggybacked ACK of the CON request
+        :meth:`accept_request` returned ``key`` for, and cache it for its
+        duplicates (what :meth:`respond` does for a CON)."""
+        if key in self._seen:
+            self._seen[key] = data
+        self._out.append(Datagram(data, key[0], key[1]))
+
     # -- answering -------------------------------------------------------
 
     def respond(

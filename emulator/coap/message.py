@@ -169,6 +169,57 @@ def decode(data: bytes) -> Message:
     return Message((first >> 4) & 0x03, data[1], mid, token, options, payload)
 
 
+RequestTail = tuple[tuple[str, ...], tuple[str, ...], bytes]
+"""Uri-Path segments, Uri-Query options and payload of a request."""
+
+
+def parse_tail(data: bytes, pos: int) -> RequestTail | None:
+    """Uri-Path, Uri-Query and payload of the options starting at ``pos``.
+
+    The fast path's reader for what follows the token: the same checks and
+    the same values as :func:`decode` (other options are skipped), None when
+    :func:`decode` would raise (the caller then decodes generically).
+    """
+    path: list[str] = []
+    query: list[str] = []
+    number = 0
+    end = len(data)
+    try:
+        while pos < end:
+            byte = data[pos]
+            pos += 1
+            if byte == _PAYLOAD_MARKER:
+                if pos == end:
+                    return None
+                return tuple(path), tuple(query), data[pos:]
+            delta, length = byte >> 4, byte & 0x0F
+            if delta > 12:
+                delta, pos = _pull_ext(data, pos, delta, 0)
+            if length > 12:
+                length, pos = _pull_ext(data, pos, length, 0)
+            if pos + length > end:
+                return None
+            number += delta
+            if number == 11:
+                path.append(data[pos : pos + length].decode("utf-8", "replace"))
+            elif number == 15:
+                query.append(data[pos : pos + length].decode("utf-8", "replace"))
+            pos += length
+    except CoapError:
+        return None
+    return tuple(path), tuple(query), b""
+
+
+def piggybacked_ack(request: bytes, code: int, payload: bytes) -> bytes:
+    """The encoded ACK answering the (well-formed) CON ``request`` with ``code``
+    and ``payload``, no options: :func:`encode` of that ACK, header reused."""
+    tkl = request[0] & 0x0F
+    head = bytes((0x60 | tkl, code)) + request[2 : 4 + tkl]
+    if payload:
+        return head + b"\xff" + payload
+    return head
+
+
 def _ext(value: int) -> tuple[int, bytes]:
     if value < 13:
         return value, b""

@@ -121,6 +121,9 @@ def check_signature(
     sig_tlv = next((t for t in tlvs if t.id == (T.SIGNATURE, 0)), None)
     if sig_tlv is None:
         return SignatureCheck(SignatureStatus.MISSING, "no Signature TLV")
+    if tlvs[-1].start > sig_tlv.start:
+        # FND signs last; TLVs after the signature are covered by nothing.
+        return SignatureCheck(SignatureStatus.BAD, "TLVs after the Signature TLV")
     if key is None:
         return SignatureCheck(SignatureStatus.BAD, "no NMS key to verify with")
     validity = next((t for t in tlvs if t.id == (T.SIGNATURE_VALIDITY, 0)), None)

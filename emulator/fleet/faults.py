@@ -29,7 +29,7 @@ import logging
 import math
 import random
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from emulator.fleet.config import DeviceFaultRule, LinkRule
@@ -147,6 +147,55 @@ class LinkModel:
             self.counts["duplicate"] += 1
             return (delay, delay + DUPLICATE_GAP)
         return (delay,)
+
+    def split(
+        self, devices: Sequence[int], direction: int, elapsed: float
+    ) -> tuple[list[int], list[tuple[int, tuple[float, ...]]]]:
+        """:meth:`decide` for many datagrams, one per device, in order.
+
+        Returns the devices that get theirs now (once, no delay) and the
+        others with their fate (drop or delays). The draws, the counts and
+        so the fates are those of calling :meth:`decide` device by device:
+        a loss-only rule draws one number per datagram, inline here.
+        """
+        rule_of = self._rule_of
+        now: list[int] = []
+        held: list[tuple[int, tuple[float, ...]]] = []
+        lossy = self._loss_only(direction, elapsed)
+        lost = 0
+        for i in devices:
+            k = rule_of.get(i)
+            if k is None:
+                now.append(i)
+                continue
+            loss = lossy.get(k)
+            if loss is None:
+                fate = self.decide(i, direction, elapsed)
+                if fate is None or fate == (0.0,):
+                    now.append(i)
+                else:
+                    held.append((i, fate))
+            elif loss[0] and loss[1]() < loss[0]:
+                lost += 1
+                held.append((i, ()))
+            else:
+                now.append(i)
+        if lost:
+            self.counts["loss"] += lost
+        return now, held
+
+    def _loss_only(
+        self, direction: int, elapsed: float
+    ) -> dict[int, tuple[float, Callable[[], float]]]:
+        """Rules that can only drop at ``elapsed``: rule -> (loss, its draw)."""
+        out = {}
+        for k, rule in enumerate(self.rules):
+            if rule.delay or rule.jitter or rule.reorder or rule.duplicate:
+                continue
+            if any(start <= elapsed < end for start, end in rule.outages):
+                continue
+            out[k] = (rule.loss, self._streams[k][direction].random)
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,7 +52,15 @@ from emulator.coap.exchange import (
     IncomingResponse,
     RequestFailed,
 )
-from emulator.coap.message import Code, Message, Type, request_options
+from emulator.coap.message import (
+    Code,
+    Message,
+    RequestTail,
+    Type,
+    parse_tail,
+    piggybacked_ack,
+    request_options,
+)
 from emulator.csmp import csmp_pb2 as pb
 from emulator.csmp.registry import T, decode_as
 from emulator.csmp.tlv import CodecError, iter_tlvs
@@ -73,7 +81,12 @@ from emulator.fleet.inventory import Planned, plan_fleet
 from emulator.fleet.sharding import take
 from emulator.fleet.timerwheel import TimerWheel
 from emulator.net.udp import OneTimer, UdpEndpoint, open_socket
-from emulator.node.device import Device
+from emulator.node.device import (
+    Device,
+    GroupBlock,
+    deliver_group_block,
+    group_block,
+)
 from emulator.node.io import Request, Send
 from emulator.node.profile import DeviceFaults, UploadState
 
@@ -375,9 +388,74 @@ class Fleet:
                     i, fate, Datagram(data, local, remote), None, now
                 ):
                     continue
-            self._receive(i, data, local, remote, now)
+            if not self._fast_request(i, data, local, remote, now):
+                self._receive(i, data, local, remote, now)
         self._flush(now)
         self._arm()  # requests move device deadlines (loads, async answers)
+
+    def _fast_request(
+        self, i: int, data: bytes, local: Addr, remote: Addr, now: float
+    ) -> bool:
+        """Serve a plain CON/NON GET or POST to device ``i`` (the fast path).
+
+        The same as :meth:`_receive` + :meth:`_on_request` for such a request,
+        without Message objects: the header is read here, the options through
+        a per-shape memo, the exchange layer still checks duplicates
+        (:meth:`ExchangeLayer.accept_request`) and caches the piggybacked ACK,
+        which reuses the request's header bytes. False for anything else
+        (responses, empty messages, other methods, malformed datagrams): the
+        caller takes the generic path, which also explains refusals.
+        """
+        end = len(data)
+        if end < 4:
+            return False
+        first, code = data[0], data[1]
+        tkl = first & 0x0F
+        pos = 4 + tkl
+        if first & 0xE0 != 0x40 or tkl > 8 or pos > end or not 0 < code < 3:
+            return False
+        con = not first & 0x10
+        if end - pos <= _SHAPE_MAX:
+            tail = data[pos:]
+            shape = _SHAPES.get(tail, _MISSING)
+            if shape is _MISSING:
+                shape = _SHAPES[tail] = _shape(data, pos)
+                if len(_SHAPES) > _SHAPES_LIMIT:
+                    _SHAPES.clear()
+            if shape is None:
+                return False
+            request = shape[2 * code - 2 + con]
+        else:
+            parsed = parse_tail(data, pos)
+            if parsed is None:
+                return False
+            request = Request(code, parsed[0], parsed[1], parsed[2], con, False)
+        key = self.exchange.accept_request(
+            local, remote, data[2] << 8 | data[3], con, now
+        )
+        if key is None:
+            return True  # a duplicate, answered from the exchange layer's cache
+        device = self._devs[i]
+        # FIXME: a unicast ImageBlock POST still costs ~29 us in-process
+        # (tools/bench_fleet.py --micro unicast-block): TLV framing, protobuf
+        # decode and _count_post's bookkeeping per datagram; the bulk
+        # machinery of deliver_group_block could serve it with one member.
+        if code == Code.GET and con and not device.booting:
+            response = device.handle(request, now)  # a read: no deadline moves
+        else:
+            response = self._deliver(i, request, now)
+        if response is None:
+            self.requests[_NO_ANSWER[code]] += 1
+            return True
+        self.requests[_ANSWERED[code][response.code >> 5]] += 1
+        if con:
+            ack = piggybacked_ack(data, response.code, response.payload)
+            self.exchange.answer_confirmable(key, ack)
+        else:
+            msg = Message(Type.NON, code, key[2], data[4:pos])
+            event = IncomingRequest(msg, local, remote)
+            self.exchange.respond(event, response.code, response.payload, now=now)
+        return True
 
     def _hold(
         self,
@@ -437,9 +515,11 @@ class Fleet:
             fw = device.firmware
             before, state = fw.upload, fw.upload_state()
             bits = before.bits if before is not None else 0
+            groups = device.group_ids
             response = device.handle(request, now)
             self._count_post(device, request, before, bits, state)
-            self._refresh_groups(i)
+            if device.group_ids != groups:
+                self._refresh_groups(i)
         self._wheel.schedule(i, device.next_deadline())
         return response
 
@@ -465,6 +545,9 @@ class Fleet:
             self.stats["uploads_completed"] += 1
 
     def _on_response(self, event: IncomingResponse, now: float) -> None:
+        # FIXME: ~20-30 us per registration answer in-process (generic CoAP
+        # decode, TLV framing, protobuf decode of each answer TLV); not
+        # profiled further yet (see tools/bench_fleet.py --micro registration).
         i = self._reg_handles.pop(event.handle, None)
         if i is None:
             return
@@ -507,15 +590,34 @@ class Fleet:
             False,
             True,
         )
-        link = self.link if self.link.active else None
-        elapsed = now - self.started_at
-        for i in sorted(members):
-            if link is not None:
-                fate = link.decide(i, DOWN, elapsed)
-                if fate is not None and self._hold(i, fate, None, request, now):
-                    continue
+        ordered = sorted(members)
+        if self.link.active:
+            ordered, held = self.link.split(ordered, DOWN, now - self.started_at)
+            for i, fate in held:
+                self._hold(i, fate, None, request, now)
+        self.stats["multicast_delivered"] += len(ordered)
+        plan = group_block(request)
+        if plan is not None:
+            ordered = self._deliver_block(ordered, plan, now)
+        for i in ordered:
             self._deliver(i, request, now)
-            self.stats["multicast_delivered"] += 1
+
+    def _deliver_block(
+        self, members: list[int], plan: GroupBlock, now: float
+    ) -> list[int]:
+        """The bulk path of a multicast ImageBlock (the same books as
+        :meth:`_deliver` would keep); returns the members it left to it."""
+        done = deliver_group_block(self._devs, members, plan, now)
+        stats = self.stats
+        if done.received:
+            stats["blocks_received"] += done.received
+        if done.duplicates:
+            stats["duplicate_blocks"] += done.duplicates
+        if done.completed:
+            stats["uploads_completed"] += done.completed
+        for i in done.moved:
+            self._wheel.schedule(i, self._devs[i].next_deadline())
+        return done.generic
 
     def _members_for(self, local: Addr, payload: bytes) -> set[int]:
         group_id = self._group_addrs.get(local[0])
@@ -715,6 +817,33 @@ _METHODS: dict[int, str] = {
     Code.DELETE: "DELETE",
 }
 _CLASSES: dict[int, str] = {2: "2xx", 4: "4xx", 5: "5xx"}
+#: Counter keys of the fast path: method code -> key without answer, and
+#: method code -> response class -> key (the same keys as _on_request's).
+_NO_ANSWER = {c: (m, "none") for c, m in _METHODS.items()}
+_ANSWERED = {
+    c: {k: (m, _CLASSES.get(k, "other")) for k in range(8)} for c, m in _METHODS.items()
+}
+#: Options and payload of short requests -> their Requests by method and
+#: type (GET /c?q=75 looks the same for every device and every request but
+#: for mid and token), None when the generic path must decode them.
+_SHAPES: dict[bytes, tuple[Request, ...] | None] = {}
+_SHAPE_MAX = 96
+_SHAPES_LIMIT = 4096
+_MISSING: Any = object()
+
+
+def _shape(data: bytes, pos: int) -> tuple[Request, ...] | None:
+    """The read-only Requests of a request tail: index ``2 * code - 2 + con``
+    for (GET, NON), (GET, CON), (POST, NON), (POST, CON)."""
+    parsed: RequestTail | None = parse_tail(data, pos)
+    if parsed is None:
+        return None
+    path, query, payload = parsed
+    return tuple(
+        Request(code, path, query, payload, con, False)
+        for code in (Code.GET, Code.POST)
+        for con in (False, True)
+    )
 
 
 def _group_match(payload: bytes) -> tuple[int, int] | None:

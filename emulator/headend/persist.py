@@ -91,10 +91,10 @@ def campaign_data(campaign: Campaign) -> dict[str, Any]:
     }
 
 
-def _member_lazy(member: Member | CommandMember) -> Lazy:
+def _member_lazy(member: Member | CommandMember) -> Lazy | dict[str, Any]:
     if isinstance(member, Member):
         return Lazy(Member.row_of, member.snapshot())
-    return Lazy(dict, (member_data(member),))
+    return member_data(member)  # a few small fields: built at once
 
 
 def member_data(member: Member | CommandMember) -> dict[str, Any]:

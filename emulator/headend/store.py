@@ -381,10 +381,11 @@ class StoreWriter:
                 return batch, False
 
     def _commit(self, conn: sqlite3.Connection, batch: dict[Any, Write]) -> None:
+        rows = self._encode(batch)
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for _, sql, params in batch.values():
-                conn.execute(sql, [_column(p) for p in params])
+            for sql, params in rows:
+                conn.execute(sql, params)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self.errors += 1
@@ -393,7 +394,19 @@ class StoreWriter:
                 conn.execute("ROLLBACK")
             return
         self.batches += 1
-        self.writes += len(batch)
+        self.writes += len(rows)
+
+    def _encode(self, batch: dict[Any, Write]) -> list[tuple[str, list[Any]]]:
+        """SQL and encoded parameters; a row that cannot be encoded is logged
+        and skipped (a bug, but the writer thread and the other rows go on)."""
+        rows = []
+        for key, sql, params in batch.values():
+            try:
+                rows.append((sql, [_column(p) for p in params]))
+            except (TypeError, ValueError) as exc:
+                self.errors += 1
+                logger.error("store row %s not written: %r", key, exc)
+        return rows
 
 
 def _column(value: Any) -> Any:

@@ -102,8 +102,10 @@ class UdpEndpoint:
         self._batch = batch
         self._loop = loop or asyncio.get_running_loop()
         self._backlog: deque[tuple[bytes, Addr, Addr]] = deque()
-        self._addr_text: dict[bytes, str] = {}
-        self._addr_bytes: dict[str, bytes] = {}
+        # packed destination address (pktinfo) -> the local (host, port)
+        self._local_of: dict[bytes, Addr] = {}
+        # local address text -> the IPV6_PKTINFO ancillary list to send from it
+        self._pktinfo: dict[str, list[tuple[int, int, bytes]]] = {}
         self.sent = 0
         self.received = 0
         self.send_errors = 0
@@ -113,21 +115,14 @@ class UdpEndpoint:
 
     def _on_readable(self) -> None:
         batch: list[Received] = []
-        recvmsg = self.sock.recvmsg
-        port = self.local[1]
-        text = self._addr_text
         try:
-            for _ in range(self._batch):
-                if self.pktinfo:
-                    data, anc, _flags, remote = recvmsg(MAX_DATAGRAM, _CMSG_SPACE)
-                    dst = anc[0][2][:16] if anc else b""
-                    host = text.get(dst)
-                    if host is None:
-                        host = self._remember(dst)
-                    batch.append((data, (host, port), remote[:2]))
-                else:
-                    data, _anc, _flags, remote = recvmsg(MAX_DATAGRAM)
-                    batch.append((data, self.local, remote[:2]))
+            if self.pktinfo:
+                self._receive_pktinfo(batch)
+            else:
+                recvfrom, local = self.sock.recvfrom, self.local
+                for _ in range(self._batch):
+                    data, remote = recvfrom(MAX_DATAGRAM)
+                    batch.append((data, local, remote[:2]))
         except (BlockingIOError, InterruptedError):
             pass
         except OSError as exc:  # e.g. ICMP port unreachable reported late
@@ -136,11 +131,23 @@ class UdpEndpoint:
             self.received += len(batch)
             self._on_datagrams(batch, time.time())
 
-    def _remember(self, raw: bytes) -> str:
+    def _receive_pktinfo(self, batch: list[Received]) -> None:
+        """Up to a batch of datagrams with their local address (pktinfo);
+        the (host, port) of each local address is one shared tuple."""
+        recvmsg = self.sock.recvmsg
+        locals_ = self._local_of
+        for _ in range(self._batch):
+            data, anc, _flags, remote = recvmsg(MAX_DATAGRAM, _CMSG_SPACE)
+            dst = anc[0][2][:16] if anc else b""
+            local = locals_.get(dst) or self._remember(dst)
+            batch.append((data, local, remote[:2]))
+
+    def _remember(self, raw: bytes) -> Addr:
         host = socket.inet_ntop(socket.AF_INET6, raw) if len(raw) == 16 else "::"
-        if len(self._addr_text) < 1_000_000:
-            self._addr_text[raw] = host
-        return host
+        local = (host, self.local[1])
+        if len(self._local_of) < 1_000_000:
+            self._local_of[raw] = local
+        return local
 
     # -- send ------------------------------------------------------------
 
@@ -148,6 +155,12 @@ class UdpEndpoint:
         """Send (data, local, remote) datagrams, from ``local`` when pktinfo."""
         if self._backlog:
             self._backlog.extend(datagrams)
+            return
+        if self.pktinfo and isinstance(datagrams, list):
+            done = self._send_pktinfo(datagrams)
+            if done < len(datagrams):
+                self._backlog.extend(datagrams[done:])
+                self._loop.add_writer(self.sock.fileno(), self._flush)
             return
         for i, item in enumerate(datagrams):
             if not self._send_one(*item):
@@ -158,27 +171,59 @@ class UdpEndpoint:
         if self._backlog:
             self._loop.add_writer(self.sock.fileno(), self._flush)
 
+    def _send_pktinfo(self, datagrams: list[tuple[bytes, Addr, Addr]]) -> int:
+        """:meth:`_send_one` for a list, in one loop (the answer path of a
+        batch); returns how many were dealt with before one would block."""
+        sendmsg = self.sock.sendmsg
+        anc_of = self._pktinfo
+        sent = 0
+        try:
+            for k, (data, local, remote) in enumerate(datagrams):
+                host = local[0]
+                if host == "::":
+                    if not self._send_one(data, local, remote):
+                        return k
+                    continue
+                anc = anc_of.get(host) or self._ancillary(host)
+                try:
+                    sendmsg([data], anc, 0, remote)
+                except (BlockingIOError, InterruptedError):
+                    return k
+                except OSError as exc:
+                    self._send_failed(exc, local, remote)
+                else:
+                    sent += 1
+        finally:
+            self.sent += sent
+        return len(datagrams)
+
+    def _ancillary(self, host: str) -> list[tuple[int, int, bytes]]:
+        """IPV6_PKTINFO ancillary data that sends from ``host`` (kept)."""
+        src = socket.inet_pton(socket.AF_INET6, host)
+        anc = [(socket.IPPROTO_IPV6, IPV6_PKTINFO, src + b"\0\0\0\0")]
+        if len(self._pktinfo) < 1_000_000:
+            self._pktinfo[host] = anc
+        return anc
+
     def _send_one(self, data: bytes, local: Addr, remote: Addr) -> bool:
         try:
             if self.pktinfo and local[0] != "::":
-                src = self._addr_bytes.get(local[0])
-                if src is None:
-                    src = socket.inet_pton(socket.AF_INET6, local[0])
-                    if len(self._addr_bytes) < 1_000_000:
-                        self._addr_bytes[local[0]] = src
-                anc = [(socket.IPPROTO_IPV6, IPV6_PKTINFO, src + b"\0\0\0\0")]
+                anc = self._pktinfo.get(local[0]) or self._ancillary(local[0])
                 self.sock.sendmsg([data], anc, 0, remote)
             else:
                 self.sock.sendto(data, remote)
         except (BlockingIOError, InterruptedError):
             return False
         except OSError as exc:
-            self.send_errors += 1
-            if exc.errno not in (errno.ECONNREFUSED, errno.ENETUNREACH):
-                log.debug("send %s -> %s failed: %s", local, remote, exc)
+            self._send_failed(exc, local, remote)
         else:
             self.sent += 1
         return True
+
+    def _send_failed(self, exc: OSError, local: Addr, remote: Addr) -> None:
+        self.send_errors += 1
+        if exc.errno not in (errno.ECONNREFUSED, errno.ENETUNREACH):
+            log.debug("send %s -> %s failed: %s", local, remote, exc)
 
     def _flush(self) -> None:
         while self._backlog:

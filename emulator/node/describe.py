@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 
 from emulator.csmp import csmp_pb2 as pb
 from emulator.node.profile import DeviceProfile, Identity
@@ -28,16 +29,33 @@ _ENT_CLASS_MODULE = 9
 _LOOPBACK = ipaddress.IPv6Address("::1").packed
 
 
-def _addr(text: str) -> bytes:
+_LINK_LOCAL_PREFIX = bytes.fromhex("fe80000000000000")
+
+
+def packed_address(text: str) -> bytes:
+    """The 16 bytes of an IPv6 address text (zone dropped; zeros if invalid).
+
+    ``inet_pton`` (fast) first; ``ipaddress`` decides what it refuses, so the
+    result is the same as ``ipaddress.IPv6Address(text).packed``.
+    """
+    host = text.split("%", 1)[0]
     try:
-        return ipaddress.IPv6Address(text.split("%", 1)[0]).packed
+        return socket.inet_pton(socket.AF_INET6, host)
+    except (OSError, ValueError):
+        pass
+    try:
+        return ipaddress.IPv6Address(host).packed
     except ValueError:
         return bytes(16)
 
 
+def link_local_iid(identity: Identity) -> bytes:
+    """Interface id of the link-local address: modified EUI-64 (U/L flipped)."""
+    return (identity.eui64 ^ (1 << 57)).to_bytes(8, "big")
+
+
 def _link_local(identity: Identity) -> bytes:
-    iid = identity.eui64 ^ (1 << 57)  # modified EUI-64: flip the U/L bit
-    return bytes.fromhex("fe80000000000000") + iid.to_bytes(8, "big")
+    return _LINK_LOCAL_PREFIX + link_local_iid(identity)
 
 
 def device_id(identity: Identity) -> pb.DeviceID:
@@ -97,7 +115,7 @@ def ip_address(identity: Identity) -> list[pb.IPAddress]:
     return [
         _ip(1, _LOOPBACK, _IF_LOOPBACK, _ORIGIN_DHCP, 128),
         _ip(2, _link_local(identity), _IF_LOWPAN, _ORIGIN_LINKLAYER, 128),
-        _ip(3, _addr(identity.address), _IF_LOWPAN, _ORIGIN_DHCP, 64),
+        _ip(3, packed_address(identity.address), _IF_LOWPAN, _ORIGIN_DHCP, 64),
     ]
 
 
