@@ -45,3 +45,17 @@ def test_our_own_read_replaces_what_we_knew() -> None:
     inventory.update_slots(record, [_slot(None)])
     inventory.update_slots(record, [_slot(0b1)], read=True)  # erased, restarted
     assert record.slots[UPLOAD].bits() == 0b1
+
+
+def test_download_progress_is_written_less_often_than_durable_changes() -> None:
+    inventory = Inventory(900.0)
+    record = _record(inventory)
+    inventory.take_dirty()
+    inventory.update_slots(record, [_slot(0b1)])
+    assert inventory.take_dirty(volatile=False) == [record]  # new slot: durable
+    inventory.update_slots(record, [_slot(0b11)])
+    inventory.touch(record, 5.0)
+    assert inventory.take_dirty(volatile=False) == []  # progress only
+    assert inventory.take_dirty() == [record]  # the slower flush writes it
+    inventory.update_slots(record, [_slot(None)])
+    assert inventory.take_dirty(volatile=False) == [record]  # complete: durable

@@ -331,6 +331,7 @@ class HeadEndCore:
         elif report.model and not record.hardware_id:
             record.hardware_id = report.model
         self.inventory.touch(record, now)
+        self.inventory.mark(record.eui)  # a registration is a durable change
         return record
 
     def _report(self, req: IncomingRequest, now: float) -> None:
@@ -633,10 +634,11 @@ class HeadEndCore:
     # ------------------------------------------------------- persistence
 
     def take_changes(
-        self,
+        self, volatile: bool = True
     ) -> tuple[list[DeviceRecord], list[tuple[Campaign, list[Any]]]]:
-        """Devices and campaigns changed since the last call."""
-        devices = self.inventory.take_dirty()
+        """Devices and campaigns changed since the last call (``volatile``:
+        see :meth:`Inventory.take_dirty`)."""
+        devices = self.inventory.take_dirty(volatile)
         campaigns: list[tuple[Campaign, list[Any]]] = []
         for campaign in {
             *self._active,

@@ -204,6 +204,10 @@ class Inventory:
         self._devices: dict[str, DeviceRecord] = {}
         self._by_addr: dict[tuple[str, int], str] = {}
         self._dirty: set[str] = set()
+        """Records with changes that must reach the store at the next flush."""
+        self._volatile: set[str] = set()
+        """Records whose only changes are last_heard or the bitmap of a
+        download in progress: written less often (see :meth:`take_dirty`)."""
 
     def __len__(self) -> int:
         return len(self._devices)
@@ -254,15 +258,26 @@ class Inventory:
                 break
 
     def touch(self, record: DeviceRecord, now: float) -> None:
+        """The device was heard from (a volatile change)."""
         record.last_heard = now
-        self._dirty.add(record.eui)
+        self._volatile.add(record.eui)
 
     def mark(self, eui: str) -> None:
         self._dirty.add(eui)
 
-    def take_dirty(self) -> list[DeviceRecord]:
-        """Records changed since the last call (for the store)."""
+    def take_dirty(self, volatile: bool = True) -> list[DeviceRecord]:
+        """Records changed since the last call (for the store).
+
+        With ``volatile`` False only records with durable changes: a report
+        that only moves last_heard or a download's bitmap is written at the
+        next call with ``volatile`` (the campaign keeps its own progress).
+        """
         dirty, self._dirty = self._dirty, set()
+        if volatile:
+            dirty |= self._volatile
+            self._volatile = set()
+        else:
+            self._volatile -= dirty
         return [self._devices[e] for e in dirty if e in self._devices]
 
     def members(self, group_key: str) -> list[DeviceRecord]:
@@ -281,17 +296,20 @@ class Inventory:
         complete slot stays complete); the answer to our own GET (``read``)
         is current and replaces what we knew.
         """
+        durable = False
         for info in infos:
             if info.index in (RUN, UPLOAD, BACKUP):
                 old = record.slots.get(info.index)
                 if not read and info.index == UPLOAD and old is not None:
                     info = _merged_upload(old, info)
-                record.slots[info.index] = info
+                if old != info:
+                    record.slots[info.index] = info
+                    durable = durable or not _progress_only(old, info)
                 if info.index == RUN and info.version:
                     record.version = info.version
                 if info.index == RUN and info.hwid and not record.hardware_id:
                     record.hardware_id = info.hwid
-        self._dirty.add(record.eui)
+        (self._dirty if durable else self._volatile).add(record.eui)
 
     def set_backup(self, record: DeviceRecord, file_hash: bytes) -> None:
         """A device accepted SetBackupRequest: its BACKUP slot now holds the
@@ -302,6 +320,17 @@ class Inventory:
         if source is not None:
             record.slots[BACKUP] = replace(source, index=BACKUP, bitmap=None)
             self._dirty.add(record.eui)
+
+
+def _progress_only(old: SlotInfo | None, new: SlotInfo) -> bool:
+    """``new`` only adds blocks to the download ``old`` described."""
+    return (
+        old is not None
+        and new.index == UPLOAD
+        and old.bitmap is not None
+        and new.bitmap is not None
+        and old.file_hash == new.file_hash
+    )
 
 
 def _merged_upload(old: SlotInfo, new: SlotInfo) -> SlotInfo:

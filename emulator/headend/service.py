@@ -381,10 +381,14 @@ class HeadEnd:
 
     async def _persist_loop(self) -> None:
         interval = self.config.store.flush_interval
+        every = max(1, round(VOLATILE_FLUSH / interval))
+        beat = 0
         while True:
             await asyncio.sleep(interval)
+            beat += 1
             if self._core is not None and self._writer is not None:
-                self._writer.put_all(change_writes(*self._core.take_changes()))
+                changes = self._core.take_changes(volatile=beat % every == 0)
+                self._writer.put_all(change_writes(*changes))
 
     async def _poll_loop(self) -> None:
         """Pick up group and image changes made by the CLI."""
@@ -420,3 +424,6 @@ class HeadEnd:
 
 
 _FINISHED = {"done", "failed", "stopped"}
+#: Seconds between writes of volatile device changes (last heard, download
+#: bitmaps); durable changes go at every ``[store] flush_interval``.
+VOLATILE_FLUSH = 5.0
