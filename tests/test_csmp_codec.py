@@ -203,3 +203,25 @@ def test_tlvs_after_the_signature_are_refused(key: ec.EllipticCurvePrivateKey) -
     check = check_signature(signed, pull_tlvs(signed), key.public_key(), now=150)
     assert check.status is SignatureStatus.BAD
     assert check.reason == "TLVs after the Signature TLV"
+
+
+def test_remembered_verification_does_not_cover_other_bytes(
+    key: ec.EllipticCurvePrivateKey,
+) -> None:
+    """A multicast request is verified once per group; the memo of that
+    success must not let a changed payload or another key through."""
+    body = encode_tlv(T.SESSION_ID, pb.SessionID(id="s1"))
+    signed = sign_payload(body, key)
+    pub = key.public_key()
+    for _ in range(2):
+        assert check_signature(signed, pull_tlvs(signed), pub, now=1).status is (
+            SignatureStatus.OK
+        )
+    forged = signed.replace(b"s1", b"s2")
+    assert check_signature(forged, pull_tlvs(forged), pub, now=1).status is (
+        SignatureStatus.BAD
+    )
+    other = ec.generate_private_key(ec.SECP256R1()).public_key()
+    assert check_signature(signed, pull_tlvs(signed), other, now=1).status is (
+        SignatureStatus.BAD
+    )

@@ -645,7 +645,7 @@ class HeadEndCore:
             *self.uploads.values(),
             *self.commands.values(),
         }:
-            members = campaign.take_dirty()
+            members = campaign.take_dirty(volatile)
             state = _campaign_state(campaign)
             if members or self._written.get(campaign.op_id) != state:
                 self._written[campaign.op_id] = state

@@ -318,6 +318,7 @@ class UploadCampaign:
         self._sending: deque[Member] = deque()
         self._busy = 0
         self._dirty: set[str] = set(self.members)
+        self._progressed: set[str] = set()
         # Running tally of the members by status key (see :meth:`tally`):
         # members changed since the last tally are in ``_changed``.
         self._changed: set[str] = set(self.members)
@@ -474,14 +475,17 @@ class UploadCampaign:
     def _on_our_slot(
         self, member: Member, slot: SlotInfo, now: float, read: bool
     ) -> None:
-        self._touch(member.eui)
         if slot.index in (RUN, BACKUP) or slot.complete:
+            self._touch(member.eui)
             member.bits = bitmap.full(self.image.nblocks)
             self._close(member, Outcome.COMPLETE, "")
             self._check_transfer_done(now)
             return
         if member.outcome is Outcome.PENDING:
+            self._touch(member.eui)
             self._accept(member, fresh=False, now=now)
+        else:
+            self._touch_progress(member.eui)
         member.bits = slot.bits() if read else member.bits | slot.bits()
         member.bits_at = now
         if member.step is Step.AWAIT_BITMAP and read:
@@ -573,14 +577,25 @@ class UploadCampaign:
         else:
             self._wake = float("inf")
 
-    def take_dirty(self) -> list[Member]:
-        """Members changed since the last call (for the store)."""
+    def take_dirty(self, volatile: bool = True) -> list[Member]:
+        """Members changed since the last call (for the store); with
+        ``volatile`` False, not those whose only change is more blocks."""
         dirty, self._dirty = self._dirty, set()
+        if volatile:
+            dirty |= self._progressed
+            self._progressed = set()
+        else:
+            self._progressed -= dirty
         return [self.members[e] for e in dirty if e in self.members]
 
     def _touch(self, eui: str) -> None:
         """``eui`` changed: for the store and for the running tally."""
         self._dirty.add(eui)
+        self._changed.add(eui)
+
+    def _touch_progress(self, eui: str) -> None:
+        """``eui`` holds more blocks (written less often than :meth:`_touch`)."""
+        self._progressed.add(eui)
         self._changed.add(eui)
 
     def tally(self) -> tuple[dict[UploadStatus, int], int]:
@@ -1190,7 +1205,7 @@ class CommandCampaign:
                 self.counts(),
             )
 
-    def take_dirty(self) -> list[CommandMember]:
+    def take_dirty(self, volatile: bool = True) -> list[CommandMember]:
         dirty, self._dirty = self._dirty, set()
         return [self.members[e] for e in dirty]
 
