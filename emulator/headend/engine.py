@@ -29,7 +29,8 @@ Theory of operation of an upload (multicast mode)::
                max_rounds; members never accepted get a unicast transfer
                first. At most ``unicast_parallel`` members at a time. A
                member whose report arrives starts at once; the others wait
-               one window for theirs (the collect window), then get read.
+               for theirs (the collect window: one window after the first
+               report, at most four after the last block), then get read.
 
 The transfer window ends early once every member has answered.
     DONE / FAILED / STOPPED
@@ -306,6 +307,7 @@ class UploadCampaign:
         """Members in NEED_TRANSFER or AWAIT_TRANSFER."""
         self._collect_until = float("inf")
         """End of the collect window (members without a fresh report wait)."""
+        self._collect_heard = False
         self.phase = Phase.FILL
         self.next_block = 0
         self.last_block_at = 0.0
@@ -497,6 +499,11 @@ class UploadCampaign:
             and now > self.last_block_at > 0
         ):
             self._set_step(member, Step.READY)  # its report after the last block
+            if not self._collect_heard:
+                # Reports come within a window of each other once the
+                # devices have the last block: wait one more window.
+                self._collect_heard = True
+                self._collect_until = min(self._collect_until, now + self._window())
         self._check_transfer_done(now)
 
     def on_failed(self, eui: str, purpose: Purpose, reason: str, now: float) -> None:
@@ -687,7 +694,9 @@ class UploadCampaign:
         window for their report (:meth:`_end_collect`) instead of being read."""
         self._set_phase(Phase.FILL, float("inf"))
         if collect:
-            self._collect_until = now + self._window()
+            # No report yet: the devices may still be busy with the blocks.
+            self._collect_until = now + COLLECT_SILENCE_WINDOWS * self._window()
+            self._collect_heard = False
         for member in self.members.values():
             if member.outcome is Outcome.PENDING:
                 self._set_step(member, Step.NEED_TRANSFER)
@@ -959,6 +968,8 @@ class UploadCampaign:
 
 
 _TRANSFER_STEPS = frozenset({Step.NEED_TRANSFER, Step.AWAIT_TRANSFER})
+#: Collect windows to wait after the last block when no report comes at all.
+COLLECT_SILENCE_WINDOWS = 4
 
 _FillAction = Callable[[UploadCampaign, Member, float], None]
 #: What a member queued in a step needs next (the per-member fill loop).

@@ -652,10 +652,34 @@ def campaign_run(opts: BenchOptions, phases: str, devices: int) -> dict[str, Any
         row["registrations"] = m0.get("meshfleet_headend_registrations_total", 0)
         if phases == "register":
             return row
+        row["settle_s"] = round(_settle(the_lab, opts.timeout), 3)
         row.update(_upload(the_lab, opts, devices))
         if phases == "reload":
             row["reload_s"] = round(_reload(the_lab, opts, devices), 3)
     return row
+
+
+def _settle(the_lab: Lab, timeout: float) -> float:
+    """Wait until the registration storm is over: no registration and no
+    report at the head-end for one second (late duplicates and first
+    reports otherwise land in the upload's figures); seconds it took."""
+
+    def counts() -> tuple[float, float]:
+        m = the_lab.metrics()
+        return (
+            m.get("meshfleet_headend_registrations_total", 0.0),
+            m.get("meshfleet_headend_reports_total", 0.0),
+        )
+
+    t0 = time.monotonic()
+    last = counts()
+    while time.monotonic() - t0 < timeout:
+        time.sleep(1.0)
+        now = counts()
+        if now == last:
+            break
+        last = now
+    return time.monotonic() - t0
 
 
 def _upload(the_lab: Lab, opts: BenchOptions, devices: int) -> dict[str, Any]:
