@@ -253,3 +253,17 @@ def test_writer_stores_command_progress_and_survives_a_bad_row(
         {"eui": member.eui, "code": 0, "failed": "", "attempts": 0}
     ]
     db.close()
+
+
+def test_member_json_is_the_row_as_json() -> None:
+    import json
+
+    from emulator.headend.engine import Member
+    from emulator.headend.persist import _member_json
+
+    for member in (
+        Member("00173BAB00000001"),
+        Member("00173BAB00000002", Outcome.REFUSED, code=4, reason='say "no"\n'),
+        Member("00173BAB00000003", Outcome.ACCEPTED, bits=(1 << 300) - 7, rounds=2),
+    ):
+        assert json.loads(_member_json(member.snapshot())) == member.to_row()
