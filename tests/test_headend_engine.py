@@ -392,3 +392,32 @@ def test_member_reached_after_the_load_time_loads_at_once() -> None:
     assert wire.run(60, lambda: not reload.active)
     assert reload.counts()["accepted"] == 3
     assert wire.run(30, lambda: all(d.running_version == "6.9.1" for d in wire.devices))
+
+
+def test_member_that_got_the_load_request_too_late_is_asked_to_load_now() -> None:
+    """A multicast LoadRequest that reached a device after its load time is
+    refused (code 6); the head-end asks that member again, to load now."""
+    from emulator.csmp import csmp_pb2 as pb
+    from emulator.csmp.tlv import pull_tlvs
+    from emulator.headend.engine import CommandCampaign, UploadTuning
+
+    tuning = UploadTuning(async_window=1, grace=0.5)
+    sha = image_ref().sha256
+    campaign = CommandCampaign(
+        1, CommandKind.RELOAD, "meters", 7, sha, ["A", "B"], tuning,
+        multicast=True, now=100.0, load_time=101,
+    )  # fmt: skip
+    campaign.start(100.0)
+    assert len(campaign.poll(100.0)) == 1  # the multicast request
+    campaign.on_command_response("A", 0, 100.5)
+    campaign.on_command_response("B", 6, 101.2)  # got it late: refused
+    assert campaign.active and campaign.members["B"].code is None
+    (again,) = campaign.poll(101.6)  # after the window: B by unicast
+    assert again.eui == "B"
+    (tlv,) = [t for t in pull_tlvs(again.payload) if t.id.type == 68]
+    request = pb.LoadRequest()
+    request.ParseFromString(tlv.value)
+    assert request.loadTime == 0
+    campaign.on_command_response("B", 0, 101.7)
+    assert not campaign.active
+    assert campaign.counts()["accepted"] == 2

@@ -64,6 +64,7 @@ logger = logging.getLogger(__name__)
 #: CSMP firmware response codes the engine treats specially (CSMP.md).
 RC_OK = 0
 RC_DUPLICATE_TRANSFER = 11
+RC_INVALID_REQUEST = 6
 
 
 class Purpose(StrEnum):
@@ -1048,6 +1049,8 @@ class CommandMember:
     """Why no answer came (after the unicast attempts)."""
     attempts: int = 0
     step: Step = Step.IDLE
+    asked_now: bool = False
+    """Asked again to load now after refusing a load time that had passed."""
 
 
 class CommandCampaign:
@@ -1138,6 +1141,8 @@ class CommandCampaign:
         member = self.members.get(eui)
         if member is None or member.code is not None or not self.active:
             return
+        if self._late_for_load(member, code, now):
+            return
         member.code = code
         member.failed = ""
         self._answered += 1
@@ -1148,6 +1153,26 @@ class CommandCampaign:
         member.step = Step.DONE
         self._dirty.add(eui)
         self._check_done(now)
+
+    def _late_for_load(self, member: CommandMember, code: int, now: float) -> bool:
+        """A member refused the LoadRequest as invalid once the load time had
+        passed (it got the request late): ask it again, by unicast, to load
+        now (see :meth:`_request`). True when the answer is set aside."""
+        if (
+            self.kind is not CommandKind.RELOAD
+            or code != RC_INVALID_REQUEST
+            or not self.load_time
+            or now < self.load_time
+            or member.asked_now
+        ):
+            return False
+        member.asked_now = True
+        if self.phase is Phase.FILL:  # else the window's end queues it
+            if member.step is Step.AWAIT_TRANSFER:
+                self._busy -= 1
+            member.step = Step.NEED_TRANSFER
+            self._queue.append(member)
+        return True
 
     def on_failed(self, eui: str, purpose: Purpose, reason: str, now: float) -> None:
         member = self.members.get(eui)
