@@ -1083,6 +1083,11 @@ class CommandCampaign:
         self.file_hash = file_hash
         self.load_time = load_time
         self.tuning = tuning
+        # A load time within the answer window cannot be met by everyone
+        # (a busy mesh delivers the request late): ask for a load now.
+        self._load_now = bool(
+            load_time and load_time - now <= tuning.async_window + tuning.grace
+        )
         self.multicast = multicast
         self.started = now
         self.finished_at = 0.0
@@ -1114,14 +1119,14 @@ class CommandCampaign:
             self._go_unicast(now)
 
     def _request(self, now: float | None = None) -> bytes:
-        """The request TLV. A LoadRequest sent (by unicast) once its load
-        time has come asks for a load now (loadTime 0): a member that missed
-        the multicast still reloads, a moment late, instead of refusing a
-        time in the past."""
+        """The request TLV. A LoadRequest for a time within the answer window
+        ("now"), or sent (by unicast) once its load time has come, asks for a
+        load now (loadTime 0): a member reached late still reloads, a moment
+        late, instead of refusing a time in the past."""
         tlv = _COMMAND_TLVS[self.kind][0]
         if self.kind is CommandKind.RELOAD:
             load_time = self.load_time
-            if now is not None and load_time and now >= load_time:
+            if self._load_now or (now is not None and load_time and now >= load_time):
                 load_time = 0
             msg: Any = pb.LoadRequest(fileHash=self.file_hash, loadTime=load_time)
         else:
