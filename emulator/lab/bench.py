@@ -39,9 +39,10 @@ soak
 
 The bench head-end runs unpaced uploads of 1024-byte blocks with a=1 s
 async windows, serves 512 members at once in the unicast fill-in, and uses
-a CoAP ACK timeout of 0.5 s (loopback has no mesh latency; the default is
-the RFC's 2 s); its CGMSSettings (1..8 s) let rebooted devices register
-again at once. Everything else is the default configuration.
+a CoAP ACK timeout of 0.5 s, as do the devices (loopback has no mesh
+latency; the default is the RFC's 2 s); its CGMSSettings (1..8 s) let
+rebooted devices register again at once. Everything else is the default
+configuration.
 
 All loops are bounded in count and time; everything is on loopback.
 """
@@ -428,6 +429,7 @@ metrics_port = {control}
 [registration]
 min = 1
 max = 8
+ack_timeout = 0.5
 
 [security]
 require_signed_post = true
