@@ -38,6 +38,7 @@ Keys and defaults (``[section] key = default``)::
     [registration]
     min = 5.0                  # retry timer bounds (CGMSSettings reg min/max)
     max = 60.0
+    ack_timeout = 2.0          # CoAP CON retransmission of registrations (s)
 
     [reports]
     interval = 0               # ReportSubscribe interval until the NMS says (s)
@@ -147,6 +148,8 @@ class RegistrationConfig:
     """Shortest registration retry interval (seconds)."""
     max: float = 60.0
     """Longest registration retry interval (seconds)."""
+    ack_timeout: float = 2.0
+    """CoAP ACK timeout of the devices' CON requests (RFC 7252 4.8)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -587,9 +590,15 @@ def _read_small_sections(
     root: TableReader,
 ) -> tuple[RegistrationConfig, ReportConfig, SecurityConfig]:
     r = root.sub("registration")
-    reg = RegistrationConfig(min=r.num("min", 5.0), max=r.num("max", 60.0))
+    reg = RegistrationConfig(
+        min=r.num("min", 5.0),
+        max=r.num("max", 60.0),
+        ack_timeout=r.num("ack_timeout", 2.0),
+    )
     if reg.max < reg.min:
         r.problem("max", f"must be >= min ({reg.min:g})")
+    if not reg.ack_timeout > 0:
+        r.problem("ack_timeout", "must be > 0")
     r.finish()
     r = root.sub("reports")
     tlvs = r.get("tlvs", [22, 23, 75], _is_int_list)
