@@ -2,8 +2,9 @@
 
 Two in-process fleets (no sockets) with the same config and seed get the same
 datagrams; one runs as shipped, the other with the fast paths switched off
-(``Fleet._fast_request`` answering False, ``group_block`` answering None and
-``LinkModel.split`` deciding device by device). Both must send the same bytes,
+(``Fleet._fast_request`` answering False, ``group_block`` answering None,
+``ExchangeLayer.accept_response`` answering None and ``LinkModel.split``
+deciding device by device). Both must send the same bytes,
 end with the same device state (snapshots, pending async answers, deadlines)
 and keep the same books (stats, requests, link and exchange counters).
 """
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 
 from emulator.coap.exchange import Datagram
-from emulator.coap.message import Code, Message, Type, encode, request_options
+from emulator.coap.message import Code, Message, Type, decode, encode, request_options
 from emulator.csmp import csmp_pb2 as pb
 from emulator.csmp.registry import T, encode_tlv
 from emulator.firmware.image import build_image
@@ -27,6 +28,7 @@ from emulator.fleet.faults import LinkModel
 from emulator.fleet.runtime import Fleet
 from emulator.node import DeviceFaults, UploadState
 from emulator.node.builders import post
+from emulator.node.io import Send
 
 NMS = ("2001:db8::10", 61628)
 RELAY = ("::1", 61629)
@@ -78,6 +80,7 @@ def make_fleet(devices: int, fast: bool, monkeypatch: pytest.MonkeyPatch) -> Fle
 def slow(fleet: Fleet, monkeypatch: pytest.MonkeyPatch) -> None:
     """Switch the fast paths off for ``fleet`` (and group_block for all)."""
     monkeypatch.setattr(fleet, "_fast_request", lambda *args: False)
+    monkeypatch.setattr(fleet.exchange, "accept_response", lambda *args: None)
     monkeypatch.setattr(runtime, "group_block", lambda request: None)
 
     def split(
@@ -358,3 +361,222 @@ def test_link_split_equals_decide_device_by_device() -> None:
             (i, f) for i, f in fates.items() if f is not None and f != (0.0,)
         ]
     assert bulk.counts == single.counts
+
+
+def unicast_block_datagrams(
+    fleet: Fleet, rng: random.Random
+) -> list[tuple[bytes, Any, Any]]:
+    """The fill-in's unicast traffic: ImageBlock POSTs (NON mostly, some CON)
+    to every device in a shuffled order with repeats, bitmap reads (CON GET
+    /c/75/2), duplicates, and blocks that are odd (foreign hash, out of
+    range, short hash prefix, an extra TLV, a query)."""
+    remote = ("2001:db8::77", 5683)
+    locals_ = fleet._local_of
+    out: list[tuple[bytes, Any, Any]] = []
+    other_hash = hashlib.sha256(b"other").digest()
+    for k in range(2000):
+        i = rng.randrange(len(locals_))
+        num = rng.randrange(NBLOCKS)
+        chunk = IMAGE[num * BS : (num + 1) * BS]
+        file_hash, query, extra = IMAGE_HASH, [], b""
+        pick = k % 23
+        if pick == 1:
+            file_hash = other_hash
+        elif pick == 2:
+            num = NBLOCKS + 1
+        elif pick == 3:
+            file_hash = IMAGE_HASH[:6]
+        elif pick == 4:
+            extra = description(["75"])
+        elif pick == 5:
+            query = ["a=3"]
+        elif pick == 6:
+            chunk = bytes(len(chunk))  # differs from the stored block
+        body = encode_tlv(
+            T.IMAGE_BLOCK,
+            pb.ImageBlock(fileHash=file_hash, blockNum=num, blockData=chunk),
+        )
+        kind = Type.CON if k % 5 == 0 else Type.NON
+        data = coap(kind, Code.POST, k, "c", query, body + extra)
+        if k % 17 == 0:
+            data = coap(Type.CON, Code.GET, k, "c/75/2", [], b"")
+        elif k % 29 == 0 and out:
+            data, _local, _remote = out[rng.randrange(len(out))]  # a duplicate
+            out.append((data, _local, _remote))
+            continue
+        out.append((data, locals_[i], remote))
+    return out
+
+
+@pytest.mark.parametrize(
+    "rules", [(), (LinkRule(loss=0.3),), (LinkRule(fraction=0.5, delay=0.2),)]
+)
+def test_unicast_block_fast_path_matches_generic(
+    rules: tuple[LinkRule, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    results = []
+    for fast in (True, False):
+        with monkeypatch.context() as patch:
+            fleet = make_fleet(20, fast, patch)
+            now = fleet.started_at + 1
+            prepare_upload(fleet, now)
+            fleet.set_link_rules(rules)
+            items = unicast_block_datagrams(fleet, random.Random(17))
+            for k in range(0, len(items), 16):
+                t = now + k * 0.01
+                fleet._on_datagrams(items[k : k + 16], t)
+                fleet._run_due(t)
+                fleet._flush(t)
+            fleet._run_due(now + 30)
+            fleet._flush(now + 30)
+            results.append(state(fleet))
+    fast_state, slow_state = results
+    for key in fast_state:
+        assert fast_state[key] == slow_state[key], key
+    assert fast_state["stats"]["blocks_received"] > 0
+    assert fast_state["stats"]["duplicate_blocks"] > 0
+    assert fast_state["stats"]["uploads_completed"] > 0
+    assert fast_state["requests"][("POST", "none")] > 0
+    assert fast_state["requests"][("POST", "2xx")] > 0
+
+
+def test_unicast_block_fast_path_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    fleet = make_fleet(20, True, monkeypatch)
+    now = fleet.started_at + 1
+    prepare_upload(fleet, now)
+    calls = []
+    monkeypatch.setattr(fleet, "_deliver", lambda i, *a: calls.append(i))
+    monkeypatch.setattr(fleet, "_receive", lambda *a: pytest.fail("generic path"))
+    block = pb.ImageBlock(fileHash=IMAGE_HASH, blockNum=1, blockData=IMAGE[BS : 2 * BS])
+    body = encode_tlv(T.IMAGE_BLOCK, block)
+    for i in range(20):
+        kind = Type.CON if i % 2 else Type.NON
+        data = coap(kind, Code.POST, 100 + i, "c", [], body)
+        fleet._on_datagrams([(data, fleet._local_of[i], NMS)], now)
+    # only the faulty, offline and booting devices take the generic path; a
+    # device of another group (1) downloads all the same
+    assert calls == [i for i in range(20) if i % 10 in (3, 4, 5)]
+    served = [i for i in range(20) if i % 10 not in (2, 3, 4, 5)]
+    assert fleet.stats["blocks_received"] == len(served)
+    acks = [d.data for d in fleet._main.sent]  # type: ignore[union-attr]
+    assert all(a[0] >> 4 == 0x6 and a[1] == Code.CREATED for a in acks)
+
+
+def test_upload_slot_info_template_matches_protobuf(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """TLV 75 of a downloading UPLOAD slot (the bitmap read): the spliced
+    encoding equals encoding ``image_info(UPLOAD)`` for bitmaps, profiles
+    (length width, vendor hardware id) and a pending load time."""
+    import dataclasses
+
+    from emulator.node.device import Device
+
+    rng = random.Random(4)
+    fleet = make_fleet(3, True, monkeypatch)
+    now = fleet.started_at + 1
+    transfer = pb.TransferRequest(
+        fileHash=IMAGE_HASH,
+        fileName="f.bin",
+        version="9.9.9",
+        fileSize=len(IMAGE),
+        blockSize=BS,
+    )
+    transfer.hwInfo.hwId = "OPENCSMP"
+    for i in range(3):
+        fleet._deliver(i, post(encode_tlv(T.TRANSFER_REQUEST, transfer)), now)
+    base = fleet._devs[0].profile
+    profiles = [
+        base,
+        dataclasses.replace(base, length_width=0),
+        dataclasses.replace(base, vendor_hw_id="VHW-1"),
+    ]
+    for device, profile in zip(fleet._devs, profiles, strict=True):
+        device.profile = profile
+        up = device.firmware.upload
+        assert up is not None and up.state is UploadState.DOWNLOADING
+        for bits in (0, 1, (1 << NBLOCKS) - 2, rng.getrandbits(NBLOCKS)):
+            up.bits = bits
+            for load in (0, 1_900_000_000):
+                device.firmware.load_slot, device.firmware.load_time = 2, load
+                generic = Device._encode(
+                    device,
+                    T.FIRMWARE_IMAGE_INFO,
+                    device.firmware.image_info(2, profile),
+                )
+                assert device._read_image_info(2) == generic
+            device.firmware.cancel_pending()
+
+
+def answer_datagrams(fleet: Fleet, rng: random.Random) -> list[tuple[bytes, Any, Any]]:
+    """Answers to the devices' registration POSTs: piggybacked (2.04, 4.03,
+    empty or bad TLVs, with an option), separate (empty ACK, then a CON or
+    NON response), RSTs, duplicates, foreign tokens, malformed options."""
+    sent = [decode(d.data) for d in fleet._main.sent]  # type: ignore[union-attr]
+    locals_ = [d.local for d in fleet._main.sent]  # type: ignore[union-attr]
+    good = encode_tlv(T.REPORT_SUBSCRIBE, pb.ReportSubscribe(interval=0)) + encode_tlv(
+        T.SESSION_ID, pb.SessionID(id="s1")
+    )
+    out = []
+    for k, (msg, local) in enumerate(zip(sent, locals_, strict=True)):
+        pick = k % 9
+        mid, token = msg.mid, msg.token
+        if pick == 0:
+            answer = Message(Type.ACK, Code.CHANGED, mid, token, [], good)
+        elif pick == 1:
+            answer = Message(Type.ACK, Code.FORBIDDEN, mid, token, [], b"")
+        elif pick == 2:
+            answer = Message(Type.ACK, Code.CHANGED, mid, token, [], b"\x01\x02")
+        elif pick == 3:
+            answer = Message(Type.ACK, Code.CHANGED, mid, token, [(12, b"")], good)
+        elif pick == 4:
+            out.append((encode(Message(Type.ACK, 0, mid)), local, NMS))
+            answer = Message(Type.CON, Code.CHANGED, 0x4000 + k, token, [], good)
+        elif pick == 5:
+            answer = Message(Type.RST, 0, mid)
+        elif pick == 6:
+            answer = Message(Type.ACK, Code.CHANGED, mid, token[::-1] + b"x", [], good)
+        elif pick == 7:
+            data = encode(Message(Type.ACK, Code.CHANGED, mid, token, [], good))
+            out.append(
+                (data[: 4 + len(token)] + b"\xd0" + data[4 + len(token) :], local, NMS)
+            )
+            continue
+        else:
+            answer = Message(Type.NON, Code.CHANGED, 0x5000 + k, token, [], good)
+        out.append((encode(answer), local, NMS))
+        if rng.random() < 0.2:
+            out.append(out[-1])  # a duplicate
+    rng.shuffle(out)
+    return out
+
+
+def test_registration_answer_fast_path_matches_generic(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    results = []
+    for fast in (True, False):
+        with monkeypatch.context() as patch:
+            fleet = make_fleet(60, fast, patch)
+            now = fleet.started_at + 1
+            for i, device in enumerate(fleet._devs):
+                fleet._send(
+                    i,
+                    Send("r", device.registration_payload(now), True, "register"),
+                    now,
+                )
+            fleet._flush(now)
+            items = answer_datagrams(fleet, random.Random(8))
+            for k in range(0, len(items), 8):
+                fleet._on_datagrams(items[k : k + 8], now + 0.5 + k * 0.01)
+            fleet._run_due(now + 300)
+            fleet._flush(now + 300)
+            results.append(state(fleet))
+            results[-1]["pending"] = sorted(fleet._reg_pending.items())
+            results[-1]["registered"] = [d.registered for d in fleet._devs]
+    fast_state, slow_state = results
+    for key in fast_state:
+        assert fast_state[key] == slow_state[key], key
+    assert 0 < fast_state["stats"]["registrations_ok"] < 60
+    assert fast_state["stats"]["registrations_refused"] > 0
+    assert fast_state["stats"]["registrations_failed"] > 0

@@ -110,6 +110,29 @@ def test_interface_id_is_an_involution(eui: int) -> None:
 # -------------------------------------------------------------- timer wheel
 
 
+@given(
+    st.sampled_from(["fd00:6d66::/64", "::/64", "2001:db8:0:1::/64", "fe80::/10"]),
+    st.integers(0, (1 << 64) - 1),
+)
+def test_device_address_text_is_ipaddress_text(prefix: str, eui: int) -> None:
+    network = ipaddress.IPv6Network(prefix)
+    value = int(network.network_address) | interface_id(eui)
+    assert device_address(network, eui) == str(ipaddress.IPv6Address(value))
+
+
+def test_device_address_edge_values() -> None:
+    zero = ipaddress.IPv6Network("::/64")
+    for eui in (
+        0,
+        1 << 57,
+        (1 << 57) | 1,
+        0xFFFF << 32 | 0x02000000 << 32,
+        0x0102030405060708,
+    ):
+        value = interface_id(eui)
+        assert device_address(zero, eui) == str(ipaddress.IPv6Address(value))
+
+
 def test_timer_wheel_fires_in_slot_order_never_early() -> None:
     wheel: TimerWheel[str] = TimerWheel(0.05)
     wheel.schedule("a", 10.01)

@@ -9,11 +9,13 @@ addressing when root, loopback ports otherwise), and the same datagrams to a
 raw asyncio UDP echo server in the same process and run. One JSON line per
 run, then the medians and their ratio.
 
-Memory: devices built and registered in-process (no sockets), measured with
-tracemalloc and RSS; bytes per idle registered device at each size. Every
+Memory: devices built and registered in-process (no sockets; registration
+and the first report through the exchange layer, answers like the
+head-end's), measured with tracemalloc and RSS (peak, tracemalloc's own
+overhead included); bytes per idle registered device at each size. Every
 loop is bounded in count and time.
 
-Micro benchmarks (``--micro registration,get,multicast,unicast-block``): one
+Micro benchmarks (``--micro registration,get,multicast,unicast-block,...``): one
 fleet in-process without sockets, datagrams fed to ``Fleet._on_datagrams`` in
 batches as the UDP edge hands them over, outgoing datagrams drained and
 dropped; each prints microseconds per operation, the median of ``--runs``:
@@ -24,7 +26,9 @@ dropped; each prints microseconds per operation, the median of ``--runs``:
 - ``get``: CON ``GET /c?q=75`` to device addresses (receive, answer, queue);
 - ``multicast``: a relayed NON POST with GroupMatch + ImageBlock fanned out
   to every member of the group (per member), every member downloading;
-- ``unicast-block``: NON POST /c with one ImageBlock to one device.
+- ``unicast-block``: NON POST /c with one ImageBlock to one device;
+- ``bitmap-get``: CON ``GET /c/75/2`` to downloading devices (TLV 75 of the
+  UPLOAD slot with its bitmap, the fill-in's bitmap read).
 """
 
 from __future__ import annotations
@@ -163,10 +167,37 @@ def registration_answer() -> bytes:
     )
 
 
+def headend_like_answer(session: str) -> bytes:
+    """What the head-end answers a registration with (unsigned): hourly
+    reports, a session of its own, CGMSSettings, firmware group 1."""
+    from emulator.csmp import csmp_pb2 as pb
+    from emulator.csmp.registry import T, encode_tlv
+
+    subscribe = pb.ReportSubscribe(interval=3600, tlvid=["11", "75"])
+    return b"".join(
+        (
+            encode_tlv(T.REPORT_SUBSCRIBE, subscribe),
+            encode_tlv(T.SESSION_ID, pb.SessionID(id=session)),
+            encode_tlv(
+                T.CGMS_SETTINGS, pb.CGMSSettings(regIntervalMin=1, regIntervalMax=8)
+            ),
+            encode_tlv(T.GROUP_ASSIGN, pb.Group(type=2, id=1)),
+        )
+    )
+
+
 def memory(devices: int) -> dict[str, float]:
-    """Bytes per idle registered device, without sockets."""
+    """Bytes per idle registered device, without sockets: registration POSTs
+    through the exchange layer, head-end-like answers back through
+    ``Fleet._on_datagrams``, the first reports sent (exchange state kept)."""
+    from emulator.coap.message import decode
+
     config = parse_config(
-        {"fleet": {"devices": devices, "boot_time": 0.0, "power_on_jitter": 0.0}}
+        {
+            "fleet": {"devices": devices, "boot_time": 0.0, "power_on_jitter": 0.0},
+            "registration": {"min": 1, "max": 8},
+            "multicast": {"mode": "off"},
+        }
     )
     gc.collect()
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -174,13 +205,24 @@ def memory(devices: int) -> dict[str, float]:
     base = tracemalloc.get_traced_memory()[0]
     fleet = Fleet(config)
     now = time.time()
+    fleet.started_at = now
     fleet._build_devices(now)  # noqa: SLF001 - measured without sockets
-    answer = registration_answer()
-    later = now + 3600
-    for device in fleet.devices.values():
-        device.on_timer(later)
-        device.on_timer(later + 3600)
-        device.on_registration_answer(Code.VALID, answer, later + 3600)
+    fleet._local_of = [(p.address, 61628) for p in fleet.planned]  # noqa: SLF001
+    fleet._by_local = {a: i for i, a in enumerate(fleet._local_of)}  # noqa: SLF001
+    fleet._rebuild_group_index()  # noqa: SLF001
+    fleet._run_due(now + 0.1)  # noqa: SLF001 - booted: registration timers start
+    t = now + 2.5  # every registration due (trickle 1 s: the first in [0.5, 2))
+    fleet._run_due(t)  # noqa: SLF001
+    batch = []
+    for datagram in fleet.exchange.datagrams_to_send():
+        msg = decode(datagram.data)
+        body = headend_like_answer(os.urandom(8).hex())
+        ack = Message(Type.ACK, Code.VALID, msg.mid, msg.token, [], body)
+        batch.append((encode(ack), datagram.local, datagram.remote))
+    for k in range(0, len(batch), 256):
+        fleet._on_datagrams(batch[k : k + 256], t)  # noqa: SLF001
+    fleet._run_due(t + 3.0)  # noqa: SLF001 - the first reports
+    fleet.exchange.datagrams_to_send()
     registered = sum(d.registered for d in fleet.devices.values())
     gc.collect()
     used = tracemalloc.get_traced_memory()[0] - base
@@ -189,6 +231,7 @@ def memory(devices: int) -> dict[str, float]:
     return {
         "devices": devices,
         "registered": registered,
+        "reports_sent": fleet.stats["reports_sent"],
         "traced_bytes_per_device": round(used / devices, 1),
         "rss_bytes_per_device": round(rss * 1024 / devices, 1),
     }
@@ -434,11 +477,38 @@ def micro_unicast_block(devices: int, blocks: int = 8) -> dict[str, float]:
     return out
 
 
+def micro_bitmap_get(devices: int, blocks: int = 4) -> dict[str, float]:
+    """CON GET /c/75/2 to downloading devices (the fill-in's bitmap read)."""
+    fleet, now, data, file_hash = _downloading_fleet(devices, 7)
+    locals_ = fleet._local_of  # noqa: SLF001
+    for n in range(blocks):  # a partial bitmap, different per device
+        body = _block_payload(data, file_hash, n, None)
+        for i in range(0, devices, n + 1):
+            datagram = coap(
+                Type.NON, Code.POST, 0x4000 + n * devices + i, "c", [], body
+            )
+            fleet._on_datagrams([(datagram, locals_[i], NMS)], now)  # noqa: SLF001
+    items = [
+        (coap(Type.CON, Code.GET, m, "c/75/2", [], b""), locals_[m % devices], NMS)
+        for m in range(2 * devices)
+    ]
+    batches = [items[k : k + 64] for k in range(0, len(items), 64)]
+
+    def run() -> None:
+        for batch in batches:
+            fleet._on_datagrams(batch, now)  # noqa: SLF001
+
+    out = {"bitmap_get_us": timed(run, len(items))}
+    out["answered"] = fleet.requests[("GET", "2xx")]
+    return out
+
+
 MICRO = {
     "registration": micro_registration,
     "get": micro_get,
     "multicast": micro_multicast,
     "unicast-block": micro_unicast_block,
+    "bitmap-get": micro_bitmap_get,
 }
 
 

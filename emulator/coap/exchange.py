@@ -18,6 +18,13 @@ events; everything to send is queued and drained by :meth:`datagrams_to_send`;
 passed in (``now``, seconds). State is bounded: duplicate records expire after
 EXCHANGE_LIFETIME (NON_LIFETIME for NON) and are capped in number; idle
 message-id counters are dropped after EXCHANGE_LIFETIME.
+
+Memory (a fleet has one message-id counter per device once it registered): a
+counter is one int in a dict keyed by the pair, in two generations that
+rotate every EXCHANGE_LIFETIME; a counter not used for a whole generation is
+dropped at the next rotation (between one and two lifetimes after its last
+use). Dicts emptied after a burst (pending requests) are replaced, so that
+their peak size is not kept.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from emulator.coap.message import (
     decode,
     encode,
     is_request,
+    parse_tail,
 )
 
 Addr: TypeAlias = tuple[str, int]
@@ -115,9 +123,10 @@ class ExchangeLayer:
         # (local, remote, mid) -> cached answer (None: NON or not yet answered)
         self._seen: dict[tuple[Addr, Addr, int], bytes | None] = {}
         self._seen_order: deque[tuple[float, tuple[Addr, Addr, int]]] = deque()
-        # (local, remote) -> [next mid, last use]
-        self._mids: dict[tuple[Addr, Addr], list[float]] = {}  # [next mid, last use]
-        self._mid_order: deque[tuple[float, tuple[Addr, Addr]]] = deque()
+        # (local, remote) -> next mid: used in this generation, in the last one
+        self._mids: dict[tuple[Addr, Addr], int] = {}
+        self._mids_old: dict[tuple[Addr, Addr], int] = {}
+        self._mids_rotate = 0.0
         # (local, remote, token) -> pending request; (local, remote, mid) -> same
         self._by_token: dict[tuple[Addr, Addr, bytes], _Pending] = {}
         self._by_mid: dict[tuple[Addr, Addr, int], _Pending] = {}
@@ -224,6 +233,34 @@ class ExchangeLayer:
         self._remember(key, now, confirmable)
         return key
 
+    def accept_response(
+        self, data: bytes, local: Addr, remote: Addr
+    ) -> tuple[int, int, bytes] | None:
+        """Match a piggybacked response to a request of ours (fast path).
+
+        For a well-formed ACK carrying a response code whose token matches a
+        pending request: the request is forgotten and ``(handle, code,
+        payload)`` returned, as :meth:`receive_datagram` would do (its event:
+        :class:`IncomingResponse`). None for anything else, untouched: the
+        caller then hands the datagram to :meth:`receive_datagram`.
+        """
+        end = len(data)
+        if end < 4:
+            return None
+        first, code = data[0], data[1]
+        tkl = first & 0x0F
+        pos = 4 + tkl
+        if first & 0xF0 != 0x60 or tkl > 8 or pos > end or code < 64:
+            return None
+        pending = self._by_token.get((local, remote, data[4:pos]))
+        if pending is None:
+            return None
+        tail = parse_tail(data, pos)
+        if tail is None:
+            return None
+        self._forget(pending, local, remote)
+        return pending.handle, code, tail[2]
+
     def answer_confirmable(self, key: tuple[Addr, Addr, int], data: bytes) -> None:
         """Queue ``data``, the encoded piggybacked ACK of the CON request
         :meth:`accept_request` returned ``key`` for, and cache it for its
@@ -314,8 +351,8 @@ class ExchangeLayer:
             candidates.append(self._timers[0][0])
         if self._seen_order:
             candidates.append(self._seen_order[0][0])
-        if self._mid_order:
-            candidates.append(self._mid_order[0][0])
+        if self._mids or self._mids_old:
+            candidates.append(self._mids_rotate)
         return min(candidates) if candidates else None
 
     def handle_timer(self, now: float) -> list[Event]:
@@ -362,17 +399,18 @@ class ExchangeLayer:
             order[0][0] <= now or len(seen) > self.tuning.max_dedup_records
         ):
             seen.pop(order.popleft()[1], None)
-        mids, morder = self._mids, self._mid_order
+        if now >= self._mids_rotate:
+            self._rotate_mids(now)
+
+    def _rotate_mids(self, now: float) -> None:
+        """Start a new generation of message-id counters (see the module doc)."""
         life = self.tuning.exchange_lifetime
-        while morder and morder[0][0] <= now:
-            pair = morder.popleft()[1]
-            entry = mids.get(pair)
-            if entry is None:
-                continue
-            if entry[1] + life <= now:
-                del mids[pair]
-            else:  # used since: check again when its last use expires
-                morder.append((entry[1] + life, pair))
+        if now >= self._mids_rotate + life:  # idle for a whole generation
+            self._mids_old = {}
+        else:
+            self._mids_old = self._mids
+        self._mids = {}
+        self._mids_rotate = now + life
 
     # -- draining --------------------------------------------------------
 
@@ -399,15 +437,16 @@ class ExchangeLayer:
             self._expire(now)
 
     def _next_mid(self, local: Addr, remote: Addr, now: float) -> int:
+        if now >= self._mids_rotate:
+            self._rotate_mids(now)
         pair = (local, remote)
-        entry = self._mids.get(pair)
-        if entry is None:
-            entry = [self._rng.getrandbits(16), now]
-            self._mids[pair] = entry
-            self._mid_order.append((now + self.tuning.exchange_lifetime, pair))
-        mid = int(entry[0])
-        entry[0] = (mid + 1) & 0xFFFF
-        entry[1] = now
+        mids = self._mids
+        mid = mids.get(pair)
+        if mid is None:
+            mid = self._mids_old.pop(pair, None)
+            if mid is None:
+                mid = self._rng.getrandbits(16)
+        mids[pair] = (mid + 1) & 0xFFFF
         # Multicast and unicast message ids come from disjoint halves, so that
         # a device keying duplicates by (source, mid) alone never mistakes a
         # unicast message for a group message it saw (or the other way round).
@@ -423,6 +462,8 @@ class ExchangeLayer:
         token = decode_token(pending.datagram.data)
         self._by_token.pop((local, remote, token), None)
         self._by_mid.pop((local, remote, pending.mid), None)
+        if not self._by_token:  # after a burst: do not keep the peak's tables
+            self._by_token, self._by_mid = {}, {}
 
 
 def decode_token(data: bytes) -> bytes:

@@ -22,6 +22,7 @@ import ipaddress
 import logging
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 
@@ -48,8 +49,11 @@ def device_address(prefix: ipaddress.IPv6Network, eui64: int) -> str:
     """``prefix`` + the SLAAC interface id of ``eui64``, compressed text."""
     if prefix.prefixlen > 64:
         raise ValueError(f"prefix {prefix} is longer than /64")
-    base = int(prefix.network_address)
-    return str(ipaddress.IPv6Address(base | interface_id(eui64)))
+    value = int(prefix.network_address) | interface_id(eui64)
+    # inet_ntop is RFC 5952 text like str(IPv6Address) (~20x faster: 100,000
+    # devices are planned at every start) but for the IPv4-embedding forms.
+    text = socket.inet_ntop(socket.AF_INET6, value.to_bytes(16, "big"))
+    return text if "." not in text else str(ipaddress.IPv6Address(value))
 
 
 def fleet_euis(base: int, count: int) -> Iterator[int]:

@@ -77,6 +77,10 @@ class ImageCache:
     def __init__(self, store: BlockStore) -> None:
         self.store = store
         self._images: dict[tuple[str, str, str, int], SlotImage] = {}
+        self.slots: dict[
+            tuple[str, str, tuple[str, ...]], tuple[SlotImage | None, SlotImage | None]
+        ] = {}
+        """(mix, hardware id, inventory versions) -> (RUN, BACKUP) images."""
 
     def get(self, hwid: str, spec: ImageSpec) -> SlotImage:
         key = (hwid, spec.version, spec.file, spec.size)
@@ -121,6 +125,27 @@ def blueprint(
     images: ImageCache,
 ) -> Blueprint:
     """The blueprint of ``planned`` (inventory versions override the mix's)."""
+    run, backup = slot_images(planned, images)
+    identity = Identity(planned.eui64, planned.address)
+    seed = device_seed(config.seed, planned.eui64)
+    return Blueprint(identity, profile, seed, run, backup)
+
+
+def slot_images(
+    planned: Planned, images: ImageCache
+) -> tuple[SlotImage | None, SlotImage | None]:
+    """The RUN and BACKUP images of ``planned`` (the same for every device of
+    a mix without inventory versions: :class:`ImageCache` remembers them)."""
+    key = (planned.mix.name, planned.hardware_id, planned.versions)
+    known = images.slots.get(key)
+    if known is None:
+        known = images.slots[key] = _slot_images(planned, images)
+    return known
+
+
+def _slot_images(
+    planned: Planned, images: ImageCache
+) -> tuple[SlotImage | None, SlotImage | None]:
     specs = {s.slot: s for s in planned.mix.images}
     for slot, version in zip(
         ("run", "upload", "backup"), planned.versions, strict=False
@@ -133,9 +158,7 @@ def blueprint(
     hwid = planned.hardware_id
     run = images.get(hwid, specs["run"]) if "run" in specs else None
     backup = images.get(hwid, specs["backup"]) if "backup" in specs else None
-    identity = Identity(planned.eui64, planned.address)
-    seed = device_seed(config.seed, planned.eui64)
-    return Blueprint(identity, profile, seed, run, backup)
+    return run, backup
 
 
 def new_device(bp: Blueprint, store: BlockStore) -> Device:

@@ -12,7 +12,8 @@ device. Register it on a registry of your choice::
 Families (prefix ``meshfleet_fleet_``): ``devices{state}`` (registered,
 online, booting, offline; each device counted once, in the first that
 applies), ``devices_by_version{version}``, ``uploads{state}``,
-``registrations_total{result}`` (sent, ok, refused, failed),
+``registrations_total{result}`` (sent, ok, refused, failed, deferred: a
+trickle firing while the previous registration was still in flight),
 ``reports_total``, ``async_answers_total``, ``coap_requests_total{method,
 class}``, ``multicast_total{what}``, ``blocks_received_total``,
 ``duplicates_total{kind}`` (coap: dropped by the exchange layer, block: an
@@ -101,7 +102,7 @@ class FleetCollector(Collector):
         c = CounterMetricFamily(
             PREFIX + "registrations", "Registrations by result", labels=["result"]
         )
-        for result in ("sent", "ok", "refused", "failed"):
+        for result in ("sent", "ok", "refused", "failed", "deferred"):
             c.add_metric([result], s[f"registrations_{result}"])
         yield c
         yield self._counter("reports", "Periodic reports sent", s["reports_sent"])

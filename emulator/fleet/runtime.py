@@ -20,6 +20,23 @@ Theory of operation:
   deadline live in one :class:`~emulator.fleet.timerwheel.TimerWheel`-driven
   tick armed through one :class:`~emulator.net.udp.OneTimer`: no task or
   timer per device or message.
+- Registration: a device's trickle timer may fire again before the NMS
+  answered its previous registration POST (a busy head-end). The device keeps
+  its trickle state (it advances as usual), but the runtime sends no new POST
+  while the device's previous registration exchange from the same boot is
+  still pending in the exchange layer: that CON is retransmitted by the CoAP
+  rules, its answer registers the device, and if it fails the device's
+  ``on_registration_failed`` runs and the next trickle firing sends anew.
+  Such a skipped firing counts as ``registrations_deferred``. One exchange in
+  flight per device: 10,000 devices make 10,000 registrations, not 13,000.
+- Start: the control API's module (aiohttp, ~250 ms) is imported first, then
+  the devices are built and powered on (addresses formatted by ``inet_ntop``,
+  slot images resolved once per mix), the sockets opened, the timer armed and
+  the control API served: nothing slow runs between power-on and the loop.
+- Memory: per device the runtime keeps its local address tuple (shared with
+  the UDP edge's bounded caches and the exchange state), an index into
+  shared group-key tuples, a timer-wheel entry; the EUI-64 index is built
+  only when asked for (``local_address``, ``power_cycle``).
 - Addressing: ``prefix`` (one ``[::]`` socket, local route for the prefix) or
   ``loopback-ports`` (device i on ``[::1]:port_base+i``), chosen by ``auto``
   from the privileges we have (:mod:`emulator.fleet.addressing`).
@@ -35,6 +52,7 @@ Use in-process (tests, demo, head-end tests)::
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import random
 import socket
@@ -51,6 +69,7 @@ from emulator.coap.exchange import (
     IncomingRequest,
     IncomingResponse,
     RequestFailed,
+    TransportTuning,
 )
 from emulator.coap.message import (
     Code,
@@ -62,7 +81,7 @@ from emulator.coap.message import (
     request_options,
 )
 from emulator.csmp import csmp_pb2 as pb
-from emulator.csmp.registry import T, decode_as
+from emulator.csmp.registry import GROUP_CONFIG, T, decode_as
 from emulator.csmp.tlv import CodecError, iter_tlvs
 from emulator.firmware.blockstore import BlockStore
 from emulator.fleet import persist
@@ -86,15 +105,19 @@ from emulator.node.device import (
     GroupBlock,
     deliver_group_block,
     group_block,
+    unicast_block,
 )
-from emulator.node.io import Request, Send
+from emulator.node.io import Request, Response, Send
 from emulator.node.profile import DeviceFaults, UploadState
 
 logger = logging.getLogger(__name__)
 
 GROUP_FIRMWARE = 2
 _IMAGE_BLOCK = T.IMAGE_BLOCK
-_CON = Type.CON
+_CON, _NON = Type.CON, Type.NON
+#: Uri-Path options of the paths devices send to (``r``, ``c``, redirects);
+#: shared by every message, never modified.
+_PATH_OPTIONS: dict[str, list[tuple[int, bytes]]] = {}
 
 
 class _Delayed:
@@ -124,7 +147,10 @@ class Fleet:
             Path(config.state_dir) if config.state_dir else None
         )
         self.store = BlockStore()
-        self.exchange = ExchangeLayer(seed=config.seed)
+        self.exchange = ExchangeLayer(
+            TransportTuning(ack_timeout=config.registration.ack_timeout),
+            seed=config.seed,
+        )
         self.stats: Counter[str] = Counter()
         """Fleet counters (registrations, reports, blocks, reboots, ...)."""
         self.requests: Counter[tuple[str, str]] = Counter()
@@ -134,13 +160,17 @@ class Fleet:
         )
         self.devices: dict[int, Device] = {}
         """EUI-64 -> device (this shard's)."""
-        self._index = {p.eui64: i for i, p in enumerate(self.planned)}
+        self._index_of: dict[int, int] | None = None
         self._devs: list[Device] = []
-        self._blueprints: list[Blueprint] = []
         self._local_of: list[Addr] = []
         self._by_local: dict[Addr, int] = {}
         self._reg_handles: dict[int, int] = {}
-        self._groups: dict[int, tuple[tuple[int, int], ...]] = {}
+        """Exchange handle of a registration POST in flight -> device."""
+        self._reg_pending: dict[int, tuple[int, float]] = {}
+        """Device -> (handle, its ``booted_at`` at the send) of its newest
+        registration POST in flight (see "Registration" above)."""
+        self._groups: list[tuple[tuple[int, int], ...]] = []
+        """Device -> its (group type, id) keys (shared tuples, see _group_keys)."""
         self._members: dict[tuple[int, int], set[int]] = {}
         self._group_addrs: dict[str, int] = {}
         self._wheel: TimerWheel[int] = TimerWheel()
@@ -178,6 +208,7 @@ class Fleet:
         if self._running:
             return
         loop = asyncio.get_running_loop()
+        control = self._control_module()  # before the devices' clocks start
         self.started_at = now = time.time()
         self._choose_mode()
         self._build_devices(now)
@@ -189,11 +220,11 @@ class Fleet:
             if self.state_dir is not None:
                 self._snapshotter = persist.Snapshotter(self, self.state_dir)
                 self._snapshotter.start(loop)
-            await self._start_control()
+            self._arm()
+            await self._start_control(control)
         except BaseException:
             await self.stop()
             raise
-        self._arm()
         logger.info(
             "fleet up: %d device(s), %s addressing, multicast %s, NMS [%s]:%d",
             len(self._devs),
@@ -261,7 +292,9 @@ class Fleet:
         batch = self._on_datagrams
         if self.mode == "prefix":
             sock = open_socket(("::", self.config.port), pktinfo=True, freebind=True)
-            self._main = UdpEndpoint(sock, batch, pktinfo=True, loop=loop)
+            self._main = UdpEndpoint(
+                sock, batch, pktinfo=True, loop=loop, shared_local=self._shared_local
+            )
             self.port = self._main.local[1]
             self._local_of = [(p.address, self.port) for p in self.planned]
         else:
@@ -292,6 +325,19 @@ class Fleet:
                     sock, self._on_datagrams, pktinfo=True, loop=loop
                 )
 
+    @property
+    def _index(self) -> dict[int, int]:
+        """EUI-64 -> device index, built on first use (control API, tests):
+        ~60 bytes a device the data path never needs."""
+        if self._index_of is None:
+            self._index_of = {p.eui64: i for i, p in enumerate(self.planned)}
+        return self._index_of
+
+    def _shared_local(self, local: Addr) -> Addr:
+        """The device's own tuple for ``local`` (the endpoint's caches keep it)."""
+        i = self._by_local.get(local)
+        return local if i is None else self._local_of[i]
+
     def local_address(self, eui64: int) -> Addr:
         """Where the device ``eui64`` listens (and sends from)."""
         return self._local_of[self._index[eui64]]
@@ -307,7 +353,6 @@ class Fleet:
         jitter = random.Random(f"power:{config.seed}")
         for p in self.planned:
             bp = blueprint(config, p, profiles[p.mix.name], images)
-            self._blueprints.append(bp)
             at = now + jitter.uniform(0.0, config.power_on_jitter)
             snap = restored.get(p.eui64)
             device = self._restore(bp, snap, at) if snap is not None else None
@@ -317,6 +362,7 @@ class Fleet:
             self._devs.append(device)
             self.devices[p.eui64] = device
             self._wheel.schedule(len(self._devs) - 1, device.next_deadline())
+        self._groups = [()] * len(self._devs)
         if restored:
             logger.info("restored %d device(s) from %s", len(restored), self.state_dir)
 
@@ -339,8 +385,8 @@ class Fleet:
             self._refresh_groups(i)
 
     def _refresh_groups(self, i: int) -> None:
-        groups = tuple(sorted(self._devs[i].groups.items()))
-        old = self._groups.get(i, ())
+        groups = _group_keys(self._devs[i].group_ids)
+        old = self._groups[i]
         if groups == old:
             return
         for key in old:
@@ -349,10 +395,7 @@ class Fleet:
             self._members.setdefault(key, set()).add(i)
             if key[0] == GROUP_FIRMWARE:
                 self._join(key[1])
-        if groups:
-            self._groups[i] = groups
-        else:
-            self._groups.pop(i, None)
+        self._groups[i] = groups
 
     def group_address(self, group_id: int) -> str:
         """The multicast address of firmware group ``group_id``."""
@@ -375,13 +418,14 @@ class Fleet:
     # ------------------------------------------------------------- receive
 
     def _on_datagrams(self, batch: list[tuple[bytes, Addr, Addr]], now: float) -> None:
-        by_local = self._by_local
+        by_local, local_of = self._by_local, self._local_of
         link = self.link if self.link.active else None
         for data, local, remote in batch:
             i = by_local.get(local)
             if i is None:
                 self._on_group_datagram(data, local, remote, now)
                 continue
+            local = local_of[i]  # the shared tuple: exchange state keys keep it
             if link is not None:
                 fate = link.decide(i, DOWN, now - self.started_at)
                 if fate is not None and self._hold(
@@ -415,8 +459,9 @@ class Fleet:
         if first & 0xE0 != 0x40 or tkl > 8 or pos > end or not 0 < code < 3:
             return False
         con = not first & 0x10
+        plan: GroupBlock | None = None
+        tail = data[pos:]
         if end - pos <= _SHAPE_MAX:
-            tail = data[pos:]
             shape = _SHAPES.get(tail, _MISSING)
             if shape is _MISSING:
                 shape = _SHAPES[tail] = _shape(data, pos)
@@ -425,6 +470,19 @@ class Fleet:
             if shape is None:
                 return False
             request = shape[2 * code - 2 + con]
+        elif code == _POST:
+            plan = _BLOCKS.get(tail, _MISSING)
+            if plan is _MISSING:
+                plan = _BLOCKS[tail] = _block_plan(tail)
+                if len(_BLOCKS) > _BLOCKS_LIMIT:
+                    _BLOCKS.clear()
+            if plan is None:
+                parsed = parse_tail(data, pos)
+                if parsed is None:
+                    return False
+                request = Request(code, parsed[0], parsed[1], parsed[2], con, False)
+            else:
+                request = plan.request
         else:
             parsed = parse_tail(data, pos)
             if parsed is None:
@@ -435,13 +493,10 @@ class Fleet:
         )
         if key is None:
             return True  # a duplicate, answered from the exchange layer's cache
-        device = self._devs[i]
-        # FIXME: a unicast ImageBlock POST still costs ~29 us in-process
-        # (tools/bench_fleet.py --micro unicast-block): TLV framing, protobuf
-        # decode and _count_post's bookkeeping per datagram; the bulk
-        # machinery of deliver_group_block could serve it with one member.
-        if code == Code.GET and con and not device.booting:
-            response = device.handle(request, now)  # a read: no deadline moves
+        if plan is not None:
+            response = self._unicast_block(i, plan, con, now)
+        elif code == _GET and con and not self._devs[i].booting:
+            response = self._devs[i].handle(request, now)  # a read: no deadline moves
         else:
             response = self._deliver(i, request, now)
         if response is None:
@@ -456,6 +511,17 @@ class Fleet:
             event = IncomingRequest(msg, local, remote)
             self.exchange.respond(event, response.code, response.payload, now=now)
         return True
+
+    def _unicast_block(
+        self, i: int, plan: GroupBlock, con: bool, now: float
+    ) -> Response | None:
+        """Device ``i``'s answer to a unicast ImageBlock POST (``plan``): the
+        bulk path of :meth:`_deliver_block` with one member, else
+        :meth:`_deliver` (the answer is the same either way: 2.01 without
+        payload for a CON, none for a NON)."""
+        if not self._deliver_block([i], plan, now):
+            return _CREATED if con else None
+        return self._deliver(i, plan.request._replace(confirmable=con), now)
 
     def _hold(
         self,
@@ -478,6 +544,10 @@ class Fleet:
     def _receive(
         self, i: int, data: bytes, local: Addr, remote: Addr, now: float
     ) -> None:
+        answer = self.exchange.accept_response(data, local, remote)
+        if answer is not None:  # a piggybacked answer (registration): fast path
+            self._on_answer(*answer, now)
+            return
         event = self.exchange.receive_datagram(data, local, remote, now)
         if event is None:
             return
@@ -506,7 +576,7 @@ class Fleet:
         self.requests[(method, _CLASSES.get(response.code >> 5, "other"))] += 1
         self.exchange.respond(event, response.code, response.payload, now=now)
 
-    def _deliver(self, i: int, request: Request, now: float) -> Any:
+    def _deliver(self, i: int, request: Request, now: float) -> Response | None:
         """Hand ``request`` to device ``i``; keep the books; reschedule it."""
         device = self._devs[i]
         if request.method != Code.POST:
@@ -545,14 +615,15 @@ class Fleet:
             self.stats["uploads_completed"] += 1
 
     def _on_response(self, event: IncomingResponse, now: float) -> None:
-        # FIXME: ~20-30 us per registration answer in-process (generic CoAP
-        # decode, TLV framing, protobuf decode of each answer TLV); not
-        # profiled further yet (see tools/bench_fleet.py --micro registration).
-        i = self._reg_handles.pop(event.handle, None)
+        self._on_answer(event.handle, event.message.code, event.message.payload, now)
+
+    def _on_answer(self, handle: int, code: int, payload: bytes, now: float) -> None:
+        """The answer to the request ``handle`` (a registration's, if any)."""
+        i = self._registration_done(handle)
         if i is None:
             return
         device = self._devs[i]
-        device.on_registration_answer(event.message.code, event.message.payload, now)
+        device.on_registration_answer(code, payload, now)
         if device.registered:
             self.stats["registrations_ok"] += 1
         else:
@@ -560,8 +631,25 @@ class Fleet:
         self._refresh_groups(i)
         self._wheel.schedule(i, device.next_deadline())
 
+    def _registration_done(self, handle: int) -> int | None:
+        """The device whose registration exchange ``handle`` ended, if any."""
+        i = self._reg_handles.pop(handle, None)
+        if i is not None:
+            pending = self._reg_pending.get(i)
+            if pending is not None and pending[0] == handle:
+                del self._reg_pending[i]
+            if not self._reg_handles:  # do not keep the tables of a burst
+                self._reg_handles, self._reg_pending = {}, {}
+        return i
+
+    def _registration_in_flight(self, i: int) -> bool:
+        """Whether device ``i`` has a registration POST in flight from its
+        current boot (a reboot forgets the exchanges of the previous one)."""
+        pending = self._reg_pending.get(i)
+        return pending is not None and pending[1] == self._devs[i].booted_at
+
     def _on_failed(self, event: RequestFailed, now: float) -> None:
-        i = self._reg_handles.pop(event.handle, None)
+        i = self._registration_done(event.handle)
         if i is None:
             return
         self.stats["registrations_failed"] += 1
@@ -631,15 +719,22 @@ class Fleet:
     # ---------------------------------------------------------------- send
 
     def _send(self, i: int, send: Send, now: float) -> None:
+        if send.kind == "register" and self._registration_in_flight(i):
+            self.stats["registrations_deferred"] += 1
+            return  # the CON in flight is retransmitted; see the docstring
         local = self._local_of[i]
         remote = send.target or self.nms
-        kind = Type.CON if send.confirmable else Type.NON
-        message = Message(
-            kind, Code.POST, options=request_options(send.path), payload=send.payload
-        )
+        options = _PATH_OPTIONS.get(send.path)
+        if options is None:
+            options = request_options(send.path)
+            if len(_PATH_OPTIONS) < 64:
+                _PATH_OPTIONS[send.path] = options
+        kind = _CON if send.confirmable else _NON
+        message = Message(kind, _POST, options=options, payload=send.payload)
         if send.kind == "register":
             handle = self.exchange.request(local, remote, message, now)
             self._reg_handles[handle] = i
+            self._reg_pending[i] = (handle, self._devs[i].booted_at)
             self.stats["registrations_sent"] += 1
         elif send.confirmable:
             self.exchange.request(local, remote, message, now)
@@ -778,12 +873,19 @@ class Fleet:
 
     # ------------------------------------------------------------- control
 
-    async def _start_control(self) -> None:
+    def _control_module(self) -> Any:
+        """The control API's module when one is configured (aiohttp: ~250 ms
+        to import, an SSL context included): imported before the devices are
+        powered on, so that it does not hold up their first timers. (Not in a
+        worker thread: a busy loop starves an importing thread of the GIL.)"""
         if not self.config.metrics_port:
-            return
-        from emulator.fleet.control import ControlServer
+            return None
+        return importlib.import_module("emulator.fleet.control")
 
-        self._control = ControlServer(self)
+    async def _start_control(self, control: Any) -> None:
+        if control is None:
+            return
+        self._control = control.ControlServer(self)
         await self._control.start(self.config.metrics_host, self.config.metrics_port)
 
     def metrics_collector(self) -> Any:
@@ -829,7 +931,14 @@ _ANSWERED = {
 _SHAPES: dict[bytes, tuple[Request, ...] | None] = {}
 _SHAPE_MAX = 96
 _SHAPES_LIMIT = 4096
+#: Options and payload of longer POSTs -> the decoded unicast ImageBlock
+#: (None: not one). The head-end's fill-in sends block n of an image to many
+#: members with the same bytes after the token: decoded once, not per member.
+_BLOCKS: dict[bytes, GroupBlock | None] = {}
+_BLOCKS_LIMIT = 512
 _MISSING: Any = object()
+_GET, _POST = Code.GET, Code.POST
+_CREATED = Response(Code.CREATED)
 
 
 def _shape(data: bytes, pos: int) -> tuple[Request, ...] | None:
@@ -844,6 +953,32 @@ def _shape(data: bytes, pos: int) -> tuple[Request, ...] | None:
         for code in (Code.GET, Code.POST)
         for con in (False, True)
     )
+
+
+def _group_keys(ids: tuple[int, int]) -> tuple[tuple[int, int], ...]:
+    """``sorted(device.groups.items())`` from ``device.group_ids``, one shared
+    tuple per distinct value (a fleet has a few groups, not one per device)."""
+    keys = _GROUP_KEYS.get(ids)
+    if keys is None:
+        config, firmware = ids
+        found = [(GROUP_CONFIG, config), (GROUP_FIRMWARE, firmware)]
+        keys = tuple((t, g) for t, g in found if g)
+        if len(_GROUP_KEYS) >= 4096:
+            _GROUP_KEYS.clear()
+        _GROUP_KEYS[ids] = keys
+    return keys
+
+
+_GROUP_KEYS: dict[tuple[int, int], tuple[tuple[int, int], ...]] = {(0, 0): ()}
+
+
+def _block_plan(tail: bytes) -> GroupBlock | None:
+    """The unicast ImageBlock plan of a POST's tail (options and payload),
+    its request a NON (the plan does not depend on the type), or None."""
+    parsed = parse_tail(tail, 0)
+    if parsed is None:
+        return None
+    return unicast_block(Request(_POST, *parsed, False, False))
 
 
 def _group_match(payload: bytes) -> tuple[int, int] | None:

@@ -13,6 +13,10 @@ finds the earliest slot. A slot becomes due at its *end*, so no key fires
 before its deadline and a key fires at most ``resolution`` late. Sparse slots
 cost nothing: this is a calendar queue more than a fixed ring, which lets
 deadlines hours away (report timers) share the structure with 50 ms ones.
+
+Memory: idle devices have deadlines spread over hours, mostly one per slot;
+a slot holding one key keeps the key itself (a set of one costs ~216 bytes),
+and becomes a set when a second key arrives.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 
 DEFAULT_RESOLUTION = 0.05
+_EMPTY: Any = object()
 
 
 class TimerWheel(Generic[K]):
@@ -34,7 +39,8 @@ class TimerWheel(Generic[K]):
         if resolution <= 0:
             raise ValueError("resolution must be > 0")
         self.resolution = resolution
-        self._slots: dict[int, set[K]] = {}
+        self._slots: dict[int, K | set[K]] = {}
+        """Slot -> its key, or the set of its keys when more than one."""
         self._slot_of: dict[K, int] = {}
         self._heap: list[int] = []
 
@@ -59,11 +65,15 @@ class TimerWheel(Generic[K]):
             return
         if old is not None:
             self._discard(key, old)
-        keys = self._slots.get(slot)
-        if keys is None:
-            keys = self._slots[slot] = set()
+        slots = self._slots
+        keys = slots.get(slot, _EMPTY)
+        if keys is _EMPTY:
+            slots[slot] = key
             heapq.heappush(self._heap, slot)
-        keys.add(key)
+        elif type(keys) is set:
+            keys.add(key)
+        else:
+            slots[slot] = {keys, key}
         self._slot_of[key] = slot
 
     def cancel(self, key: K) -> None:
@@ -77,9 +87,12 @@ class TimerWheel(Generic[K]):
 
     def _discard_from_slot(self, key: K, slot: int) -> None:
         keys = self._slots[slot]
-        keys.discard(key)
-        if not keys:
+        if type(keys) is not set:
             del self._slots[slot]  # its heap entry goes lazily
+            return
+        keys.discard(key)
+        if len(keys) == 1:
+            self._slots[slot] = keys.pop()
 
     def next_deadline(self) -> float | None:
         """When the earliest non-empty slot becomes due (its end), or None."""
@@ -97,10 +110,14 @@ class TimerWheel(Generic[K]):
         heap, slots, slot_of = self._heap, self._slots, self._slot_of
         while heap and (heap[0] + 1) * res <= now:  # same test as next_deadline
             slot = heapq.heappop(heap)
-            keys = slots.pop(slot, None)
-            if keys is None:
+            keys = slots.pop(slot, _EMPTY)
+            if keys is _EMPTY:
                 continue
-            for key in keys:
-                del slot_of[key]
-            due.extend(keys)
+            if type(keys) is set:
+                for key in keys:
+                    del slot_of[key]
+                due.extend(keys)
+            else:
+                del slot_of[keys]  # type: ignore[arg-type]
+                due.append(keys)  # type: ignore[arg-type]
         return due

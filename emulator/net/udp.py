@@ -13,6 +13,13 @@ one non-blocking IPv6 UDP socket:
 - multicast joins (IPV6_JOIN_GROUP) per group address and interface;
 - a socket receive buffer of 4 MiB or more so that bursts are not dropped.
 
+The packed-address caches of ``pktinfo`` (destination bytes -> local address,
+source text -> packed IPV6_PKTINFO) keep at most :data:`ADDRESS_CACHE`
+entries, cleared when full: a fleet of 100,000 addresses must not hold ~400
+bytes per address for them once idle (an entry is recomputed in about a
+microsecond). ``shared_local`` lets the owner hand out its own (host, port)
+tuple for a local address, so a cached entry holds no string of its own.
+
 Sends that would block are queued and flushed when the socket is writable.
 :class:`OneTimer` keeps a single loop timer for a sans-IO core's deadline.
 
@@ -43,8 +50,11 @@ IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
 IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
 IPV6_FREEBIND = 78
 _CMSG_SPACE = socket.CMSG_SPACE(20)
+_IPV6 = socket.IPPROTO_IPV6
 DEFAULT_RCVBUF = 8 * 1024 * 1024
 MAX_DATAGRAM = 2048
+ADDRESS_CACHE = 16384
+"""Entries of each packed-address cache of a ``pktinfo`` endpoint."""
 """Largest datagram we read (CSMP payloads stay near 1 KiB, the mesh MTU)."""
 
 
@@ -94,6 +104,7 @@ class UdpEndpoint:
         pktinfo: bool = False,
         batch: int = 256,
         loop: asyncio.AbstractEventLoop | None = None,
+        shared_local: Callable[[Addr], Addr] | None = None,
     ) -> None:
         self.sock = sock
         self.pktinfo = pktinfo
@@ -104,8 +115,9 @@ class UdpEndpoint:
         self._backlog: deque[tuple[bytes, Addr, Addr]] = deque()
         # packed destination address (pktinfo) -> the local (host, port)
         self._local_of: dict[bytes, Addr] = {}
-        # local address text -> the IPV6_PKTINFO ancillary list to send from it
-        self._pktinfo: dict[str, list[tuple[int, int, bytes]]] = {}
+        # local address text -> the IPV6_PKTINFO value to send from it
+        self._pktinfo: dict[str, bytes] = {}
+        self._shared_local = shared_local
         self.sent = 0
         self.received = 0
         self.send_errors = 0
@@ -145,8 +157,11 @@ class UdpEndpoint:
     def _remember(self, raw: bytes) -> Addr:
         host = socket.inet_ntop(socket.AF_INET6, raw) if len(raw) == 16 else "::"
         local = (host, self.local[1])
-        if len(self._local_of) < 1_000_000:
-            self._local_of[raw] = local
+        if self._shared_local is not None:
+            local = self._shared_local(local)
+        if len(self._local_of) >= ADDRESS_CACHE:
+            self._local_of.clear()
+        self._local_of[raw] = local
         return local
 
     # -- send ------------------------------------------------------------
@@ -184,9 +199,9 @@ class UdpEndpoint:
                     if not self._send_one(data, local, remote):
                         return k
                     continue
-                anc = anc_of.get(host) or self._ancillary(host)
+                info = anc_of.get(host) or self._ancillary(host)
                 try:
-                    sendmsg([data], anc, 0, remote)
+                    sendmsg([data], [(_IPV6, IPV6_PKTINFO, info)], 0, remote)
                 except (BlockingIOError, InterruptedError):
                     return k
                 except OSError as exc:
@@ -197,19 +212,19 @@ class UdpEndpoint:
             self.sent += sent
         return len(datagrams)
 
-    def _ancillary(self, host: str) -> list[tuple[int, int, bytes]]:
-        """IPV6_PKTINFO ancillary data that sends from ``host`` (kept)."""
-        src = socket.inet_pton(socket.AF_INET6, host)
-        anc = [(socket.IPPROTO_IPV6, IPV6_PKTINFO, src + b"\0\0\0\0")]
-        if len(self._pktinfo) < 1_000_000:
-            self._pktinfo[host] = anc
-        return anc
+    def _ancillary(self, host: str) -> bytes:
+        """The IPV6_PKTINFO value that sends from ``host`` (kept)."""
+        info = socket.inet_pton(socket.AF_INET6, host) + b"\0\0\0\0"
+        if len(self._pktinfo) >= ADDRESS_CACHE:
+            self._pktinfo.clear()
+        self._pktinfo[host] = info
+        return info
 
     def _send_one(self, data: bytes, local: Addr, remote: Addr) -> bool:
         try:
             if self.pktinfo and local[0] != "::":
-                anc = self._pktinfo.get(local[0]) or self._ancillary(local[0])
-                self.sock.sendmsg([data], anc, 0, remote)
+                info = self._pktinfo.get(local[0]) or self._ancillary(local[0])
+                self.sock.sendmsg([data], [(_IPV6, IPV6_PKTINFO, info)], 0, remote)
             else:
                 self.sock.sendto(data, remote)
         except (BlockingIOError, InterruptedError):

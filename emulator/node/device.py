@@ -26,10 +26,10 @@ from google.protobuf.message import Message
 
 from emulator.coap.message import Code, is_success
 from emulator.csmp import csmp_pb2 as pb
-from emulator.csmp.registry import GROUP_CONFIG, GROUP_FIRMWARE, T
+from emulator.csmp.registry import GROUP_CONFIG, GROUP_FIRMWARE, T, decode_as
 from emulator.csmp.registry import encode_tlv as _encode_tlv
 from emulator.csmp.signing import SignatureStatus, check_signature
-from emulator.csmp.tlv import CodecError, Tlv, TlvId, pull_tlvs
+from emulator.csmp.tlv import CodecError, Tlv, TlvId, pull_tlvs, push_tlv, push_varint
 from emulator.firmware import bitmap
 from emulator.firmware.blockstore import BlockStore, ImageKey
 from emulator.node import describe, snapshot
@@ -37,6 +37,7 @@ from emulator.node.firmware import HASH_LEN, UPLOAD, Firmware, Rc, Upload
 from emulator.node.io import Request, Response, Send
 from emulator.node.memo import IdentityMemo, decode_shared
 from emulator.node.profile import (
+    NO_GROUPS,
     DeviceFaults,
     DeviceProfile,
     Identity,
@@ -44,6 +45,7 @@ from emulator.node.profile import (
     UploadState,
     intern_ids,
     intern_image,
+    shared_groups,
 )
 from emulator.node.query import Query, parse_query
 from emulator.node.rng import uniform
@@ -146,7 +148,7 @@ class Device:
         run = _slot_image(run_image, run_name, run_version, run_size, profile)
         backup = intern_image(backup_image) if backup_image else None
         self._fw = Firmware(run, backup)
-        self._groups = [0, 0]
+        self._groups = NO_GROUPS
         self._session: str | None = None
         self._rep_interval = profile.report_interval
         self._rep_ids = intern_ids(tuple(profile.report_tlvs))
@@ -209,7 +211,13 @@ class Device:
     @property
     def group_ids(self) -> tuple[int, int]:
         """(config group id, firmware group id), 0 for none (cheap to compare)."""
-        return self._groups[0], self._groups[1]
+        return self._groups
+
+    @property
+    def booted_at(self) -> float:
+        """When the current boot finished (0.0 before the first one): a new
+        value means the device lost its volatile state (exchanges included)."""
+        return self._boot_at
 
     @property
     def session_id(self) -> str | None:
@@ -239,9 +247,7 @@ class Device:
     def _boot(self, now: float) -> None:
         self._reset_volatile()
         self._boot_until = now + self.profile.boot_time
-        logger.debug(
-            "%s: booting until %.1f", self.identity.eui64_text, self._boot_until
-        )
+        logger.debug("%016X: booting until %.1f", self.identity.eui64, self._boot_until)
 
     def _settle(self, now: float) -> bool:
         """Finish a boot that is due; True when the device is online."""
@@ -259,7 +265,7 @@ class Device:
         previous, self._prev_run = self._prev_run, None
         faults, new = self.faults, self._fw.run
         if previous is not None and new is not None and faults and faults.fail_boot:
-            logger.debug("%s: %s failed to boot", self.identity.eui64_text, new.version)
+            logger.debug("%016X: %s failed to boot", self.identity.eui64, new.version)
             self._boot_failed = new.key.file_hash
             self._fw.run = previous
         self._start_registration(now)
@@ -309,14 +315,14 @@ class Device:
         return sends
 
     def _reboot(self, now: float) -> None:
-        logger.debug("%s: rebooting", self.identity.eui64_text)
+        logger.debug("%016X: rebooting", self.identity.eui64)
         self._boot(now)
 
     def _load(self, now: float) -> None:
         image = self._fw.take_load()
         if image is None:
             return
-        logger.debug("%s: loading %s", self.identity.eui64_text, image.version)
+        logger.debug("%016X: loading %s", self.identity.eui64, image.version)
         self._prev_run, self._fw.run = self._fw.run, image
         self._boot(now)
 
@@ -416,7 +422,7 @@ class Device:
 
     def _registration_send(self, now: float) -> Send:
         self._advance_registration(now)
-        logger.debug("%s: registering", self.identity.eui64_text)
+        logger.debug("%016X: registering", self.identity.eui64)
         return Send("r", self.registration_payload(now), True, "register")
 
     def on_registration_answer(self, code: int, payload: bytes, now: float) -> None:
@@ -432,16 +438,14 @@ class Device:
             return
         reason = self._registration_error(code, payload, now)
         if reason:
-            logger.debug(
-                "%s: registration failed: %s", self.identity.eui64_text, reason
-            )
+            logger.debug("%016X: registration failed: %s", self.identity.eui64, reason)
             return
         self._registered = True
         self._reg_due = None
         self._boot_failed = None
         if self._rep_interval:
             self._rep_due = now
-        logger.debug("%s: registered", self.identity.eui64_text)
+        logger.debug("%016X: registered", self.identity.eui64)
 
     def _registration_error(self, code: int, payload: bytes, now: float) -> str:
         if not is_success(code):
@@ -466,7 +470,7 @@ class Device:
 
     def _apply_answer(self, tlvs: list[Tlv], now: float) -> str:
         for tlv in tlvs:
-            if tlv.id in ((T.SIGNATURE, 0), (T.SIGNATURE_VALIDITY, 0)):
+            if tlv.id in _SIGNATURE_IDS:
                 continue
             try:
                 self._apply(tlv, now)
@@ -476,7 +480,7 @@ class Device:
 
     def on_registration_failed(self, now: float) -> None:
         """The registration CON timed out; the trickle timer retries."""
-        logger.debug("%s: registration timed out", self.identity.eui64_text)
+        logger.debug("%016X: registration timed out", self.identity.eui64)
 
     # -------------------------------------------------------------- reports
 
@@ -598,9 +602,7 @@ class Device:
         fw = self._fw
         up = fw.upload
         if index == UPLOAD and up is not None and up.state is UploadState.DOWNLOADING:
-            return self._encode(
-                T.FIRMWARE_IMAGE_INFO, fw.image_info(index, self.profile)
-            )
+            return self._upload_info_tlv(up)
         image = fw.slot_image(index)
         load = fw.load_time if fw.load_slot == index else 0
         key = (id(image), index, load, id(self.profile))
@@ -612,6 +614,23 @@ class Device:
             _INFO_TLVS.clear()
         _INFO_TLVS[key] = (image, self.profile, data)
         return data
+
+    def _upload_info_tlv(self, up: Upload) -> bytes:
+        """TLV 75 of the downloading UPLOAD slot: the shared encoding of its
+        other fields with this device's bitmap spliced in (the same bytes as
+        encoding ``image_info(UPLOAD)``; the fill-in reads it per round)."""
+        fw, profile, image = self._fw, self.profile, up.image
+        load = fw.load_time if fw.load_slot == UPLOAD else 0
+        key = (id(image), load, id(profile))
+        parts = _UPLOAD_INFO.get(key)
+        if parts is None or parts[0] is not image or parts[1] is not profile:
+            head, tail = _upload_info_parts(fw, profile)
+            if len(_UPLOAD_INFO) >= 256:
+                _UPLOAD_INFO.clear()
+            parts = _UPLOAD_INFO[key] = (image, profile, head, tail)
+        bits = bitmap.to_bytes(up.bits, image.nblocks)
+        value = b"".join((parts[2], push_varint(len(bits)), bits, parts[3]))
+        return push_tlv(_IMAGE_INFO, value, length_width=profile.length_width)
 
     def _read_vendor(self, tlv_id: TlvId) -> bytes | None:
         if tlv_id.vendor != self.profile.vendor_pen:
@@ -629,7 +648,7 @@ class Device:
         try:
             tlvs = _shared_tlvs(req.payload)
         except CodecError as exc:
-            logger.debug("%s: bad framing: %s", self.identity.eui64_text, exc.reason)
+            logger.debug("%016X: bad framing: %s", self.identity.eui64, exc.reason)
             return Code.BAD_REQUEST, b""
         denied = self._signature_error(req.payload, tlvs, now)
         if denied:
@@ -696,9 +715,7 @@ class Device:
                     return Code.NOT_FOUND, b""
                 failed.append(tlv.id)
         if failed:
-            logger.debug(
-                "%s: NON POST failed TLVs %s", self.identity.eui64_text, failed
-            )
+            logger.debug("%016X: NON POST failed TLVs %s", self.identity.eui64, failed)
             return None
         body = b"".join(out)
         if body:
@@ -750,6 +767,10 @@ class Device:
             self._schedule_report(now)
         return b""
 
+    def _set_group(self, slot: int, group_id: int) -> None:
+        ids = (group_id, self._groups[1]) if slot == 0 else (self._groups[0], group_id)
+        self._groups = shared_groups(ids)
+
     def _post_cgms_settings(self, tlv: Tlv, now: float) -> bytes:
         msg = decode_shared(tlv, pb.CGMSSettings)
         low = msg.regIntervalMin if msg.HasField("regIntervalMin") else self._reg_min
@@ -766,7 +787,7 @@ class Device:
     def _post_group_assign(self, tlv: Tlv, now: float) -> bytes:
         group = decode_shared(tlv, pb.Group)
         if group.type in _GROUP_TYPES and group.HasField("id"):
-            self._groups[group.type - 1] = group.id
+            self._set_group(group.type - 1, group.id)
         return b""
 
     def _post_group_evict(self, tlv: Tlv, now: float) -> bytes:
@@ -774,13 +795,13 @@ class Device:
         if group.type in _GROUP_TYPES:
             slot = group.type - 1
             if not group.HasField("id") or self._groups[slot] == group.id:
-                self._groups[slot] = 0
+                self._set_group(slot, 0)
         return b""
 
     def _post_transfer(self, tlv: Tlv, now: float) -> bytes:
         req = decode_shared(tlv, pb.TransferRequest)
         code = self._fw.transfer(req, self.profile, self.faults)
-        logger.debug("%s: TransferRequest -> %d", self.identity.eui64_text, code)
+        logger.debug("%016X: TransferRequest -> %d", self.identity.eui64, code)
         if code != Rc.OK:
             # As the agent: a refusal carries the code only.
             return self._encode(T.TRANSFER_RESPONSE, pb.FirmwareResponse(response=code))
@@ -950,6 +971,20 @@ def _fw_answer(file_hash: bytes, code: int) -> pb.FirmwareResponse:
     return answer
 
 
+def _upload_info_parts(fw: Firmware, profile: DeviceProfile) -> tuple[bytes, bytes]:
+    """FirmwareImageInfo of the downloading UPLOAD slot, encoded around its
+    bitmap: (fields 1-6 and the bitmap's tag, fields 8-11). Protobuf writes
+    known fields in number order, and the bitmap (7) is always present."""
+    info = fw.image_info(UPLOAD, profile)
+    info.ClearField("bitmap")
+    whole = info.SerializeToString()
+    for name in ("isDefault", "isRunning", "loadTime", "hwInfo"):
+        info.ClearField(name)
+    head = info.SerializeToString()
+    assert whole.startswith(head)
+    return head + _BITMAP_TAG, whole[len(head) :]
+
+
 def _parse_path(path: tuple[str, ...]) -> tuple[TlvId, int] | None:
     """(TLV id, index) of ``/c``, ``/c/<id>``, ``/c/<id>/<index>``."""
     if not path or path[0] != "c" or len(path) > 3:
@@ -1036,6 +1071,12 @@ _INFO_TLVS: dict[tuple[int, int, int, int], tuple[object, object, bytes]] = {}
 _ALL_INFO_TLVS: dict[
     tuple[int, int, int, int, int], tuple[object, object, object, object, bytes]
 ] = {}
+#: (id(upload image), load time, id(profile)) -> (image, profile, encoded
+#: FirmwareImageInfo of the downloading UPLOAD slot before and after its
+#: bitmap's length and bytes), see Device._upload_info_tlv.
+_UPLOAD_INFO: dict[tuple[int, int, int], tuple[object, object, bytes, bytes]] = {}
+#: Field 7 (bitmap), wire type 2.
+_BITMAP_TAG = b"\x3a"
 
 
 # ------------------------------------------------- registration template
@@ -1141,10 +1182,17 @@ class GroupBlock(NamedTuple):
     group_slot: int
     """Index of the GroupMatch's type in a device's groups (0 or 1)."""
     group_id: int
+    """The GroupMatch's id; 0 for a unicast block (:func:`unicast_block`)."""
     block_tlv: Tlv
     block: pb.ImageBlock
     applied: tuple[Tlv, ...]
     """TLVs applied in order (the block and DescriptionRequests)."""
+    exempt: bool
+    """No Signature TLV and only TLVs exempt from signing: the payload passes
+    the signature rules of every profile (``Device._signature_error``)."""
+    facts: dict[int, tuple[SlotImage, bool, int]]
+    """id(image) -> (image, block fits, full bitmap): what depends only on the
+    block and the image, kept with the plan (the runtime reuses plans)."""
 
 
 class GroupOutcome(NamedTuple):
@@ -1191,7 +1239,42 @@ def group_block(request: Request) -> GroupBlock | None:
     if match.type not in _GROUP_TYPES or not match.HasField("id") or not match.id:
         return None
     slot = match.type - 1
-    return GroupBlock(request, tlvs, slot, match.id, block_tlv, block, applied)
+    exempt = _exempt(tlvs)
+    return GroupBlock(
+        request, tlvs, slot, match.id, block_tlv, block, applied, exempt, {}
+    )
+
+
+def unicast_block(request: Request) -> GroupBlock | None:
+    """The decoded form of a unicast POST /c with one ImageBlock, or None.
+
+    For :func:`deliver_group_block` with one member: a plan without group
+    (``group_id`` 0, no GroupMatch to check). None unless ``request`` is a
+    unicast POST to ``/c`` whose payload is exactly one well-formed ImageBlock
+    TLV (what the head-end's fill-in sends); anything else goes through
+    :meth:`Device.handle`. The plan does not depend on ``confirmable``.
+    """
+    if request.method != _POST or request.path != ("c",) or request.multicast:
+        return None
+    try:
+        tlvs = pull_tlvs(request.payload)
+        if len(tlvs) != 1 or tlvs[0].id != _IMAGE_BLOCK_ID:
+            return None
+        block = decode_as(tlvs[0], pb.ImageBlock)
+    except CodecError:
+        return None
+    tlv = tlvs[0]
+    return GroupBlock(request, tlvs, 0, 0, tlv, block, (tlv,), _exempt(tlvs), {})
+
+
+def _exempt(tlvs: list[Tlv]) -> bool:
+    """Whether ``tlvs`` pass every profile's signature rules unsigned."""
+    return all(
+        not t.id.vendor
+        and t.id.type != T.SIGNATURE
+        and t.id.type in SIGNATURE_EXEMPT | _PRE_PROCESSED
+        for t in tlvs
+    )
 
 
 def deliver_group_block(
@@ -1201,8 +1284,10 @@ def deliver_group_block(
 
     The same device state and books as the generic path for a member that is
     online (not booting), passes the signature rules of its profile, is in
-    the group, has no flash write fault and whose block needs no private
-    override; any other member is returned in ``generic`` untouched.
+    the group (multicast plans), has no flash write fault and whose block
+    needs no private override; any other member is returned in ``generic``
+    untouched. A unicast plan (:func:`unicast_block`) is served the same way
+    to its one member.
     """
     run = _GroupRun(plan, now)
     if plan.applied != (plan.block_tlv,):
@@ -1221,7 +1306,7 @@ def deliver_group_block(
         if (
             device._boot_until is not None
             or not device._powered
-            or device._groups[slot] != gid
+            or (gid and device._groups[slot] != gid)
             or (faults is not None and faults.flash_write_error_rate > 0)
             or not run.signature_ok(device)
         ):
@@ -1283,6 +1368,8 @@ class _GroupRun:
     def signature_ok(self, device: Device) -> bool:
         """Whether the payload passes the signature rules of the device's
         profile (checked once per profile and datagram)."""
+        if self.plan.exempt:
+            return True
         profile = device.profile
         if profile is self._profile:
             return self._profile_ok
@@ -1300,12 +1387,23 @@ class _GroupRun:
         entry = self._images.get(id(image))
         if entry is None or entry[0] is not image or entry[1] is not device.store:
             block = self.plan.block
-            fits = Firmware._block_fits(block, image)
+            fits, full = self._facts(image)
             same = fits and device.store.put(image.key, block.blockNum, block.blockData)
-            full = bitmap.full(image.nblocks) if fits else 0
             entry = (image, device.store, fits, same, full)
             self._images[id(image)] = entry
         return entry[2], entry[3], entry[4]
+
+    def _facts(self, image: SlotImage) -> tuple[bool, int]:
+        """(block fits, full bitmap) of ``image``, from the plan's cache."""
+        facts = self.plan.facts
+        entry = facts.get(id(image))
+        if entry is None or entry[0] is not image:
+            fits = Firmware._block_fits(self.plan.block, image)
+            full = bitmap.full(image.nblocks) if fits else 0
+            if len(facts) >= _FACTS_LIMIT:
+                facts.clear()
+            entry = facts[id(image)] = (image, fits, full)
+        return entry[1], entry[2]
 
     def complete(self, device: Device, up: Upload) -> None:
         """The last block arrived: check the image (hash, header), count."""
@@ -1321,7 +1419,10 @@ class _GroupRun:
         if (
             device._boot_until is not None
             or not device._powered
-            or device._groups[self.plan.group_slot] != self.plan.group_id
+            or (
+                self.plan.group_id
+                and device._groups[self.plan.group_slot] != self.plan.group_id
+            )
             or (faults is not None and faults.flash_write_error_rate > 0)
             or not self.signature_ok(device)
         ):
@@ -1364,6 +1465,8 @@ class _GroupRun:
         return True if same else None
 
 
+_FACTS_LIMIT = 16
+_SIGNATURE_IDS = frozenset({TlvId(T.SIGNATURE), TlvId(T.SIGNATURE_VALIDITY)})
 _GROUP_MATCH_ID = TlvId(T.GROUP_MATCH)
 _IMAGE_BLOCK_ID = TlvId(T.IMAGE_BLOCK)
 _DESCRIPTION_ID = TlvId(T.DESCRIPTION_REQUEST)

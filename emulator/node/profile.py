@@ -160,7 +160,14 @@ _INTERNED: dict[SlotImage, SlotImage] = {}
 
 def intern_image(image: SlotImage) -> SlotImage:
     """The shared instance equal to ``image`` (one object per distinct image)."""
-    return _INTERNED.setdefault(image, image)
+    if image is _LAST_INTERNED[0]:  # a fleet builds its devices from a few
+        return image
+    shared = _INTERNED.setdefault(image, image)
+    _LAST_INTERNED[0] = shared
+    return shared
+
+
+_LAST_INTERNED: list[SlotImage | None] = [None]
 
 
 _INTERNED_IDS: dict[tuple[str, ...], tuple[str, ...]] = {}
@@ -171,3 +178,15 @@ def intern_ids(ids: tuple[str, ...]) -> tuple[str, ...]:
     if len(_INTERNED_IDS) > 4096:
         return ids
     return _INTERNED_IDS.setdefault(ids, ids)
+
+
+NO_GROUPS = (0, 0)
+_SHARED_GROUPS: dict[tuple[int, int], tuple[int, int]] = {NO_GROUPS: NO_GROUPS}
+
+
+def shared_groups(ids: tuple[int, int]) -> tuple[int, int]:
+    """The shared instance of a device's (config group, firmware group) ids:
+    the devices of a group hold one tuple, not one each."""
+    if len(_SHARED_GROUPS) > 4096:
+        return ids
+    return _SHARED_GROUPS.setdefault(ids, ids)

@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from emulator.firmware.blockstore import ImageKey
 from emulator.node.firmware import BACKUP, HASH_LEN, UPLOAD, Upload
-from emulator.node.profile import SlotImage, UploadState, intern_ids, intern_image
+from emulator.node.profile import (
+    SlotImage,
+    UploadState,
+    intern_ids,
+    intern_image,
+    shared_groups,
+)
 
 if TYPE_CHECKING:
     from emulator.node.device import Device
@@ -162,7 +168,8 @@ def load(device: Device, snap: dict[str, Any]) -> None:
     fw.backup = _load_image(snap.get("backup"), "backup")
     _restore_load(device, snap.get("load"))
     groups = _load_list(snap.get("groups"), "groups", 2)
-    device._groups = [_int(g, "group id") for g in groups]
+    config, firmware = (_int(g, "group id") for g in groups)
+    device._groups = shared_groups((config, firmware))
     session = snap.get("session")
     device._session = None if session is None else _str(session, "session")
     interval, ids = _load_list(snap.get("report"), "report", 2)
