@@ -117,6 +117,7 @@ def _use_uvloop() -> None:
 
 async def _run(config: FleetConfig) -> None:
     from emulator.fleet.runtime import Fleet
+    from emulator.gctune import tune_for_long_lived_heap
 
     the_fleet = Fleet(config)
     stop = asyncio.Event()
@@ -124,6 +125,7 @@ async def _run(config: FleetConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await the_fleet.start()
+    tune_for_long_lived_heap()
     click.echo(
         f"fleet: {len(the_fleet.devices)} devices, {the_fleet.mode} addressing, "
         f"NMS [{config.nms[0]}]:{config.nms[1]}",

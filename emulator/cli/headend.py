@@ -113,8 +113,11 @@ def run(
 
 
 async def _serve(config: HeadEndConfig, state: Path) -> None:
+    from emulator.gctune import tune_for_long_lived_heap
+
     headend_ = HeadEnd(config, state)
     await headend_.start()
+    tune_for_long_lived_heap()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

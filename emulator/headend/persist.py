@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,23 +45,27 @@ def change_writes(
     devices: Iterable[DeviceRecord], campaigns: Iterable[tuple[Campaign, list[Any]]]
 ) -> list[Write]:
     """The store writes for changed devices and campaigns."""
-    writes = [
-        device_write(Lazy(DeviceRecord.row_of, d.snapshot()), d.eui) for d in devices
-    ]
+    return list(iter_change_writes(devices, campaigns))
+
+
+def iter_change_writes(
+    devices: Iterable[DeviceRecord], campaigns: Iterable[tuple[Campaign, list[Any]]]
+) -> Iterator[Write]:
+    """:func:`change_writes` one at a time: each snapshot is taken when its
+    write is drawn, so the caller can spread 10,000 of them over several
+    event-loop turns (a change made in between marks the record dirty again
+    and is written at the next flush)."""
+    for d in devices:
+        yield device_write(Lazy(DeviceRecord.row_of, d.snapshot()), d.eui)
     for campaign, members in campaigns:
-        writes.append(
-            operation_write(
-                campaign.op_id,
-                str(campaign.kind),
-                campaign.group_key,
-                campaign_data(campaign),
-            )
+        yield operation_write(
+            campaign.op_id,
+            str(campaign.kind),
+            campaign.group_key,
+            campaign_data(campaign),
         )
         for member in members:
-            writes.append(
-                progress_write(campaign.op_id, member.eui, _member_lazy(member))
-            )
-    return writes
+            yield progress_write(campaign.op_id, member.eui, _member_lazy(member))
 
 
 def campaign_data(campaign: Campaign) -> dict[str, Any]:
