@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -240,6 +243,99 @@ async def test_client_round_trips_the_fake_results(live: Live) -> None:
     assert client.set_backup_image(None, GROUP, IMAGE) == (
         await reference.set_backup_image(None, GROUP, IMAGE)
     )
+
+
+def test_client_keeps_its_connection_between_calls(live: Live) -> None:
+    client = NbapiClient(live.url, "admin", "s3cret")
+    assert client.get_upload_status(None, GROUP).ok
+    first = client._idle[0].sock.getsockname()
+    assert client.get_image_info_list(None, GROUP).ok
+    assert client.stop_upload(None, GROUP).code == -9  # the group is not active
+    assert [c.sock.getsockname() for c in client._idle] == [first]
+    client.close()
+    assert client._idle == []
+    assert client.get_upload_status(None, GROUP).ok  # a new connection
+
+
+def test_client_sends_again_when_the_server_closed_the_kept_connection(
+    live: Live,
+) -> None:
+    """A server that answers with keep-alive and then hangs up (an idle
+    timeout): the next call goes out once more on a new connection."""
+    expected = NbapiClient(live.url, "admin", "s3cret").stop_upload(None, GROUP)
+    canned = _raw_post(live.url, "stopUpload")
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[int] = []
+
+    def serve() -> None:
+        for _ in range(2):
+            conn, _ = listener.accept()
+            accepted.append(1)
+            with conn:
+                _read_request(conn)
+                conn.sendall(canned)  # keep-alive headers, then close
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}{PATH}"
+    client = NbapiClient(url, "admin", "s3cret", timeout=10)
+    try:
+        assert client.stop_upload(None, GROUP) == expected
+        time.sleep(0.2)  # the server has closed the kept connection by now
+        assert client.stop_upload(None, GROUP) == expected
+    finally:
+        thread.join(10)
+        listener.close()
+    assert len(accepted) == 2
+
+
+def _raw_post(url: str, operation: str) -> bytes:
+    """The whole HTTP answer of the live server to ``operation`` (raw bytes)."""
+    from emulator.nbapi import soap
+    from emulator.nbapi.client import basic_auth
+
+    parts = urllib.parse.urlsplit(url)
+    body = soap.build_request(operation, {soap.GROUP: GROUP})
+    head = (
+        f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        f'Content-Type: {soap.CONTENT_TYPE}\r\nSOAPAction: ""\r\n'
+        f"Authorization: {basic_auth('admin', 's3cret')}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    assert parts.hostname is not None and parts.port is not None
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as s:
+        s.sendall(head.encode() + body)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += s.recv(65536)
+        header, _, rest = answer.partition(b"\r\n\r\n")
+        length = int(
+            next(
+                line.split(b":", 1)[1]
+                for line in header.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+        )
+        while len(rest) < length:
+            rest += s.recv(65536)
+    assert b"keep-alive" in header.lower() or b"connection: close" not in header.lower()
+    return header + b"\r\n\r\n" + rest
+
+
+def _read_request(conn: socket.socket) -> None:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(65536)
+    header, _, body = data.partition(b"\r\n\r\n")
+    length = int(
+        next(
+            line.split(b":", 1)[1]
+            for line in header.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+    )
+    while len(body) < length:
+        body += conn.recv(65536)
 
 
 def test_client_errors(live: Live) -> None:
