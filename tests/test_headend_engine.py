@@ -421,3 +421,25 @@ def test_member_that_got_the_load_request_too_late_is_asked_to_load_now() -> Non
     campaign.on_command_response("B", 0, 101.7)
     assert not campaign.active
     assert campaign.counts()["accepted"] == 2
+
+
+@pytest.mark.parametrize("kind", [CommandKind.BACKUP, CommandKind.RELOAD])
+def test_group_command_goes_out_at_once_not_when_its_window_ends(
+    kind: CommandKind,
+) -> None:
+    """The multicast SetBackupRequest/LoadRequest is due when the operation
+    starts (it waited for the end of its answer window, a + grace, and the
+    whole group was then asked again by unicast)."""
+    wire, core = make_wire(3)
+    upload(wire, core)
+    group = core.groups.get("meters")
+    assert group is not None
+    members = [d.eui for d in core.inventory.members("meters")]
+    core.datagrams_to_send()
+    command = core.start_command(kind, group, image_ref().sha256, members, wire.now)
+    timer = core.get_timer()
+    assert timer is not None and timer <= wire.now
+    core.handle_timer(wire.now)
+    (datagram,) = core.datagrams_to_send()  # one multicast, no unicast
+    assert datagram.remote == group.target(core.config.csmp.device_port)
+    assert command.active

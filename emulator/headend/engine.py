@@ -1201,9 +1201,11 @@ class CommandCampaign:
     def next_deadline(self) -> float | None:
         if not self.active:
             return None
+        if self._out:  # the multicast request of start(): send it now
+            return -1.0
         if self.phase is Phase.TRANSFER:
             return self._until
-        if self._out or (self._queue and self._busy < self.tuning.unicast_parallel):
+        if self._queue and self._busy < self.tuning.unicast_parallel:
             return -1.0
         return None
 
