@@ -494,7 +494,7 @@ class HeadEndCore:
     ) -> None:
         if record.group == group.key:
             return
-        record.group = group.key
+        self.inventory.set_group(record, group.key)
         self.inventory.mark(record.eui)
         upload = self.uploads.get(group.key)
         if upload is not None and upload.active:

@@ -7,12 +7,22 @@ last heard from, its firmware group, and the outcome of the last group
 commands per device. A device is *up* while it was heard from within the
 silence limit, *down* after it.
 
+The inventory keeps two indexes up to date as records change: the members of
+each group, and per group how many members run, hold complete in UPLOAD, or
+keep as BACKUP each image (by file hash). getFirmwareImageInfoList and the
+campaigns read them instead of scanning every record (at 10,000 devices a scan
+cost 20-40 ms per call, most of the head-end while a client polled during a
+reload). Slots and groups therefore change only through :meth:`Inventory.add`,
+:meth:`~Inventory.update_slots`, :meth:`~Inventory.set_backup` and
+:meth:`~Inventory.set_group`.
+
 Pure data with ``now`` passed in; persistence reads :meth:`Inventory.take_dirty`.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -208,6 +218,13 @@ class Inventory:
         self._volatile: set[str] = set()
         """Records whose only changes are last_heard or the bitmap of a
         download in progress: written less often (see :meth:`take_dirty`)."""
+        self._groups: dict[str, dict[str, DeviceRecord]] = {}
+        """Group key -> EUI -> record (the members)."""
+        self._tallies: dict[str, Counter[tuple[bytes, int]]] = {}
+        """Group key -> (file hash, RUN/UPLOAD/BACKUP) -> members holding it
+        there (UPLOAD: complete only)."""
+        self._slot_of: dict[bytes, SlotInfo] = {}
+        """File hash -> the first slot seen with it (name and version)."""
 
     def __len__(self) -> int:
         return len(self._devices)
@@ -228,10 +245,57 @@ class Inventory:
     def add(self, record: DeviceRecord) -> None:
         """Insert or replace a record (registration, or loading the store)."""
         old = self._devices.get(record.eui)
-        if old is not None and old.addr != record.addr:
-            self._unindex(old)
+        if old is not None:
+            if old.addr != record.addr:
+                self._unindex(old)
+            self._leave(old)
         self._devices[record.eui] = record
         self._by_addr[record.addr] = record.eui
+        self._join(record)
+
+    def set_group(self, record: DeviceRecord, group_key: str) -> None:
+        """Move a record to another firmware group."""
+        self._leave(record)
+        record.group = group_key
+        self._join(record)
+
+    def _join(self, record: DeviceRecord) -> None:
+        self._groups.setdefault(record.group, {})[record.eui] = record
+        self._count(record, 1)
+
+    def _leave(self, record: DeviceRecord) -> None:
+        if self._counted(record):
+            del self._groups[record.group][record.eui]
+            self._count(record, -1)
+
+    def _counted(self, record: DeviceRecord) -> bool:
+        """``record`` is the inventory's (not a replaced one)."""
+        return self._groups.get(record.group, {}).get(record.eui) is record
+
+    def _count(self, record: DeviceRecord, step: int) -> None:
+        """Add (1) or take back (-1) what ``record``'s slots add to its
+        group's image tally."""
+        tally = self._tallies.setdefault(record.group, Counter())
+        for index, slot in record.slots.items():
+            if not slot.file_hash or (index == UPLOAD and not slot.complete):
+                continue
+            if index in (RUN, UPLOAD, BACKUP):
+                key = (slot.file_hash, index)
+                tally[key] += step
+                if tally[key] <= 0:
+                    del tally[key]
+                self._slot_of.setdefault(slot.file_hash, slot)
+
+    def image_tally(
+        self, group_key: str
+    ) -> dict[bytes, tuple[SlotInfo, int, int, int]]:
+        """File hash -> (a slot naming it, members running it, with it
+        complete in UPLOAD, with it as BACKUP) over the group's members."""
+        out: dict[bytes, list[Any]] = {}
+        for (file_hash, index), n in self._tallies.get(group_key, {}).items():
+            entry = out.setdefault(file_hash, [self._slot_of[file_hash], 0, 0, 0])
+            entry[index] += n
+        return {h: (e[0], e[1], e[2], e[3]) for h, e in out.items()}
 
     def move(self, record: DeviceRecord, addr: tuple[str, int]) -> None:
         """A device registered from a new address."""
@@ -281,7 +345,7 @@ class Inventory:
         return [self._devices[e] for e in dirty if e in self._devices]
 
     def members(self, group_key: str) -> list[DeviceRecord]:
-        return [d for d in self._devices.values() if d.group == group_key]
+        return list(self._groups.get(group_key, {}).values())
 
     def is_up(self, record: DeviceRecord, now: float) -> bool:
         return record.is_up(now, self.silence)
@@ -297,6 +361,9 @@ class Inventory:
         is current and replaces what we knew.
         """
         durable = False
+        counted = self._counted(record)
+        if counted:
+            self._count(record, -1)
         for info in infos:
             if info.index in (RUN, UPLOAD, BACKUP):
                 old = record.slots.get(info.index)
@@ -309,6 +376,8 @@ class Inventory:
                     record.version = info.version
                 if info.index == RUN and info.hwid and not record.hardware_id:
                     record.hardware_id = info.hwid
+        if counted:
+            self._count(record, 1)
         (self._dirty if durable else self._volatile).add(record.eui)
 
     def set_backup(self, record: DeviceRecord, file_hash: bytes) -> None:
@@ -318,7 +387,12 @@ class Inventory:
             (s for s in record.slots.values() if s.file_hash == file_hash), None
         )
         if source is not None:
+            counted = self._counted(record)
+            if counted:
+                self._count(record, -1)
             record.slots[BACKUP] = replace(source, index=BACKUP, bitmap=None)
+            if counted:
+                self._count(record, 1)
             self._dirty.add(record.eui)
 
 

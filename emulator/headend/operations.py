@@ -61,7 +61,7 @@ from emulator.headend.engine import (
 )
 from emulator.headend.groups import GroupSpec
 from emulator.headend.images import ImageStore, StoredImage, choose_block_size
-from emulator.headend.inventory import BACKUP, RUN, UPLOAD, DeviceRecord, Inventory
+from emulator.headend.inventory import RUN, DeviceRecord, Inventory
 
 logger = logging.getLogger(__name__)
 
@@ -385,23 +385,14 @@ class HeadEndApi:
         return pairs
 
     def image_info(self, group_key: str) -> ImageInfoList:
-        """The data of getFirmwareImageInfoList."""
-        found: dict[bytes, list[Any]] = {}
-        for device in self.core.inventory.members(group_key):
-            for index, slot in device.slots.items():
-                if not slot.file_hash:
-                    continue
-                entry = found.setdefault(slot.file_hash, [slot, 0, 0, 0])
-                if index == RUN:
-                    entry[1] += 1
-                elif index == UPLOAD and slot.complete:
-                    entry[2] += 1
-                elif index == BACKUP:
-                    entry[3] += 1
+        """The data of getFirmwareImageInfoList (from the inventory's running
+        image tally: O(images), not O(members))."""
         images = [
-            ImageInfo(self._image_name(h, e[0].name), e[0].version, e[1], e[2], e[3])
-            for h, e in found.items()
-            if e[1] or e[2] or e[3]
+            ImageInfo(self._image_name(h, slot.name), slot.version, run, up, backup)
+            for h, (slot, run, up, backup) in self.core.inventory.image_tally(
+                group_key
+            ).items()
+            if run or up or backup
         ]
         images.sort(key=lambda i: (i.version, i.name))
         reload = self.core.reloads.get(group_key)
@@ -434,7 +425,7 @@ class HeadEndApi:
         return "IDLE"
 
     def _command_status(self, command: CommandCampaign) -> str:
-        accepted = command.counts()["accepted"]
+        accepted = any(m.code == 0 for m in command.members.values())  # stops early
         if command.kind is CommandKind.BACKUP:
             return "BACKUP_SET" if accepted else "BACKUP_FAILED"
         if command.kind is CommandKind.CANCEL:
@@ -444,19 +435,35 @@ class HeadEndApi:
         now = self.clock()
         if now < command.load_time:
             return "RELOAD_SCHEDULED"
-        waiting = [
-            d
-            for e, m in command.members.items()
-            if m.code == 0 and (d := self.core.inventory.get(e)) is not None
-        ]
-        running = sum(_runs(d, command.file_hash) for d in waiting)
-        failed = sum(_boot_failed(d) for d in waiting)
-        if waiting and failed == len(waiting):
-            return "RELOAD_FAILED"
         timeout = self.core.config.commands.reload_timeout
-        if running + failed >= len(waiting) or now > command.load_time + timeout:
-            return "RELOADED"
-        return "RELOADING"
+        finished = self._reload_finished(command)
+        if finished is None:  # a member still on its way
+            return "RELOADED" if now > command.load_time + timeout else "RELOADING"
+        waiting, failed = finished
+        if waiting and failed == waiting:
+            return "RELOAD_FAILED"
+        return "RELOADED"
+
+    def _reload_finished(self, command: CommandCampaign) -> tuple[int, int] | None:
+        """(members that accepted, of which boot failed) once every member
+        that accepted runs the image or failed to boot it; None as soon as
+        one is found that does neither (polled during a reload: the scan
+        stops at the first member still on its way)."""
+        inventory = self.core.inventory
+        waiting = failed = 0
+        for eui, member in command.members.items():
+            if member.code != 0:
+                continue
+            device = inventory.get(eui)
+            if device is None:
+                continue
+            waiting += 1
+            if _runs(device, command.file_hash):
+                continue
+            if not _boot_failed(device):
+                return None
+            failed += 1
+        return waiting, failed
 
 
 def _on_nodes(members: list[DeviceRecord], name: str) -> bool:
