@@ -70,6 +70,11 @@ class Datagram(NamedTuple):
     remote: Addr
 
 
+_datagram = tuple.__new__
+"""``_datagram(Datagram, (data, local, remote))``: a Datagram without the
+Python-level ``__new__`` of a NamedTuple (hot paths)."""
+
+
 class IncomingRequest(NamedTuple):
     """A new (not duplicate) request; answer it with :meth:`respond`."""
 
@@ -230,7 +235,13 @@ class ExchangeLayer:
             if cached is not None:
                 self._out.append(Datagram(cached, local, remote))
             return None
-        self._remember(key, now, confirmable)
+        # _remember, inline (the fleet's hot path: one call per request)
+        t = self.tuning
+        seen[key] = None
+        life = t.exchange_lifetime if confirmable else t.non_lifetime
+        self._seen_order.append((now + life, key))
+        if len(seen) > t.max_dedup_records:
+            self._expire(now)
         return key
 
     def accept_response(
@@ -265,9 +276,10 @@ class ExchangeLayer:
         """Queue ``data``, the encoded piggybacked ACK of the CON request
         :meth:`accept_request` returned ``key`` for, and cache it for its
         duplicates (what :meth:`respond` does for a CON)."""
-        if key in self._seen:
-            self._seen[key] = data
-        self._out.append(Datagram(data, key[0], key[1]))
+        seen = self._seen
+        if key in seen:
+            seen[key] = data
+        self._out.append(_datagram(Datagram, (data, key[0], key[1])))
 
     # -- answering -------------------------------------------------------
 

@@ -77,7 +77,6 @@ from emulator.coap.message import (
     RequestTail,
     Type,
     parse_tail,
-    piggybacked_ack,
     request_options,
 )
 from emulator.csmp import csmp_pb2 as pb
@@ -503,8 +502,10 @@ class Fleet:
             self.requests[_NO_ANSWER[code]] += 1
             return True
         self.requests[_ANSWERED[code][response.code >> 5]] += 1
-        if con:
-            ack = piggybacked_ack(data, response.code, response.payload)
+        if con:  # piggybacked_ack, inline: the request's header and token
+            ack = bytes((0x60 | tkl, response.code)) + data[2:pos]
+            if response.payload:
+                ack += b"\xff" + response.payload
             self.exchange.answer_confirmable(key, ack)
         else:
             msg = Message(Type.NON, code, key[2], data[4:pos])
