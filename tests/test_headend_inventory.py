@@ -123,3 +123,20 @@ def test_group_index_and_image_tally_follow_every_change() -> None:
                 for h, (_, run, up, backup) in inventory.image_tally(group).items()
             }
             assert tally == _scan_tally(inventory, group), step
+
+
+def test_count_up_agrees_with_is_up_per_member() -> None:
+    inventory = Inventory(silence=900)
+    for i in range(30):
+        record = DeviceRecord(f"00173BAB{i:08X}", "fd00::1", 61628 + i)
+        record.last_heard = 1000.0 + 100 * i
+        inventory.add(record)
+        inventory.set_group(record, "meters" if i % 3 else "relays")
+    for now in (1000.0, 1900.0, 2000.0, 3500.0, 5000.0):
+        for group in ("meters", "relays"):
+            members = inventory.members(group)
+            expected = sum(inventory.is_up(r, now) for r in members)
+            assert inventory.count_up(group, now) == expected
+            assert set(inventory.member_euis(group)) == {r.eui for r in members}
+    assert inventory.count_up("no-such-group", 0.0) == 0
+    assert len(inventory.member_euis("no-such-group")) == 0

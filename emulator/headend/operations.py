@@ -61,7 +61,7 @@ from emulator.headend.engine import (
 )
 from emulator.headend.groups import GroupSpec
 from emulator.headend.images import ImageStore, StoredImage, choose_block_size
-from emulator.headend.inventory import RUN, DeviceRecord, Inventory
+from emulator.headend.inventory import RUN, DeviceRecord
 
 logger = logging.getLogger(__name__)
 
@@ -355,30 +355,30 @@ class HeadEndApi:
         """The value pairs of getFirmwareUploadStatus (see the module doc)."""
         core = self.core
         now = self.clock()
-        members = core.inventory.members(group_key)
+        in_group = core.inventory.member_euis(group_key)
+        total = len(in_group)
         campaign = core.uploads.get(group_key)
-        up = sum(map(_is_up_at(core.inventory, now), members))
+        up = core.inventory.count_up(group_key, now)
         # The campaign keeps a running tally of its members (O(changes));
         # devices that joined or left the group since it started are
         # corrected for here (set operations, no per-member status).
         if campaign is None:
             counts = dict.fromkeys(UploadStatus, 0)
-            counts[UploadStatus.NOT_STARTED] = len(members)
+            counts[UploadStatus.NOT_STARTED] = total
             partial = 0
         else:
             counts, partial = campaign.tally()
-            in_group = {d.eui for d in members}
             started = campaign.members.keys()
-            if len(in_group) != len(started) or not in_group >= started:
+            if total != len(started) or not in_group >= started:
                 gone, gone_partial = campaign.tally_of(started - in_group)
                 for state, n in gone.items():
                     counts[state] -= n
                 partial -= gone_partial
                 counts[UploadStatus.NOT_STARTED] += len(in_group - started)
         pairs = [
-            ValuePair("totalDevices", len(members)),
+            ValuePair("totalDevices", total),
             ValuePair("up", up),
-            ValuePair("down", len(members) - up),
+            ValuePair("down", total - up),
         ]
         pairs.extend(ValuePair(s.value, n) for s, n in counts.items())
         pairs.append(ValuePair("partialUpload", partial))
@@ -481,9 +481,3 @@ def _runs(device: DeviceRecord, file_hash: bytes) -> bool:
 def _boot_failed(device: DeviceRecord) -> bool:
     """The device reported that it fell back from the reloaded image."""
     return device.results.get(CommandKind.RELOAD.value, "").startswith(BOOT_FAILED)
-
-
-def _is_up_at(inventory: Inventory, now: float) -> Callable[[DeviceRecord], bool]:
-    """``record -> up at now`` (as :meth:`Inventory.is_up`, for counting)."""
-    silence = inventory.silence
-    return lambda record: record.is_up(now, silence)

@@ -71,9 +71,12 @@ ADMIN = "admin"
 PASSWORD_ENV = "MESHFLEET_ADMIN_PASSWORD"
 #: Datagrams waiting in the socket backlog above which campaigns pause.
 MAX_BACKLOG = 2000
-UDP_BATCH = 64
+UDP_BATCH = 16
 """Datagrams handled per socket wake-up: a batch is one event-loop callback,
-so an NB API call waits for at most one (256 registrations took 40-110 ms)."""
+so an NB API call waits for at most one (a registration costs ~250 us: 64 of
+them held the loop for 10-25 ms, 256 for 40-110 ms)."""
+SEND_BUDGET = 0.003
+"""Seconds of sending per loop turn (see :class:`UdpEndpoint`)."""
 
 
 def images_dir(state_dir: Path) -> Path:
@@ -327,7 +330,9 @@ class HeadEnd:
     def _open_socket(self) -> None:
         c = self.config.csmp
         sock = open_socket((c.listen, c.port))
-        self._endpoint = UdpEndpoint(sock, self._on_datagrams, batch=UDP_BATCH)
+        self._endpoint = UdpEndpoint(
+            sock, self._on_datagrams, batch=UDP_BATCH, send_budget=SEND_BUDGET
+        )
         if c.multicast_interface:
             try:
                 index = _ifindex(c.multicast_interface)

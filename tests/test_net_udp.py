@@ -1,0 +1,67 @@
+"""UdpEndpoint: a time-bounded send goes on in later loop turns, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from emulator.net.udp import UdpEndpoint
+
+
+def _socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    sock.bind(("::1", 0))
+    sock.setblocking(False)
+    return sock
+
+
+async def _receive(sock: socket.socket, count: int, timeout: float) -> list[bytes]:
+    loop = asyncio.get_running_loop()
+    got: list[bytes] = []
+    deadline = loop.time() + timeout
+    while len(got) < count and loop.time() < deadline:
+        try:
+            got.append(sock.recv(2048))
+        except BlockingIOError:
+            await asyncio.sleep(0.005)
+    return got
+
+
+async def test_send_budget_spreads_a_big_send_over_loop_turns() -> None:
+    receiver, sender = _socket(), _socket()
+    endpoint = UdpEndpoint(sender, lambda batch, now: None, send_budget=0.0)
+    target = receiver.getsockname()[:2]
+    datagrams = [(b"%04d" % i, endpoint.local, target) for i in range(100)]
+    try:
+        endpoint.send(datagrams)
+        assert 0 < endpoint.backlog < 100  # the rest waits for the next turns
+        got = await _receive(receiver, 100, timeout=5)
+        assert got == [d[0] for d in datagrams]
+        assert endpoint.backlog == 0 and endpoint.sent == 100
+    finally:
+        endpoint.close()
+        receiver.close()
+
+
+async def test_closed_endpoint_drops_its_backlog_quietly() -> None:
+    receiver, sender = _socket(), _socket()
+    endpoint = UdpEndpoint(sender, lambda batch, now: None, send_budget=0.0)
+    target = receiver.getsockname()[:2]
+    endpoint.send([(b"x", endpoint.local, target)] * 50)
+    endpoint.close()
+    await asyncio.sleep(0.05)  # the queued turn runs against a closed socket
+    assert endpoint.backlog == 0
+    receiver.close()
+
+
+async def test_without_budget_a_send_goes_out_at_once() -> None:
+    receiver, sender = _socket(), _socket()
+    endpoint = UdpEndpoint(sender, lambda batch, now: None)
+    target = receiver.getsockname()[:2]
+    try:
+        endpoint.send([(b"%d" % i, endpoint.local, target) for i in range(50)])
+        assert endpoint.backlog == 0 and endpoint.sent == 50
+    finally:
+        endpoint.close()
+        receiver.close()
