@@ -267,3 +267,36 @@ def test_member_json_is_the_row_as_json() -> None:
         Member("00173BAB00000003", Outcome.ACCEPTED, bits=(1 << 300) - 7, rounds=2),
     ):
         assert json.loads(_member_json(member.snapshot())) == member.to_row()
+
+
+def test_device_json_is_the_row_and_restores_the_record() -> None:
+    import json
+
+    from emulator.headend.inventory import DeviceRecord, SlotInfo
+    from emulator.headend.persist import device_json
+
+    run = SlotInfo(1, b"r" * 32, "r\u00e9seau.bin", "6.10", 4096, 512, None, 0, "HW")
+    loading = SlotInfo(2, b"u" * 32, "new.bin", "6.11", 4096, 512, b"\x0f", 0, "")
+    records = [
+        DeviceRecord("00173BAB00000001", "fd00::1", 61628),
+        DeviceRecord(
+            "00173BAB00000002",
+            "fd00::2",
+            61629,
+            "HW",
+            "6.10",
+            2,
+            "meters",
+            {1: run, 2: loading},
+            1.5,
+            2.25,
+            3,
+            'quote"d',
+            {"reload": "refused 6"},
+        ),  # fmt: skip
+    ]
+    for record in records:
+        for _ in range(2):  # the second time from the slot cache
+            text = device_json(record.snapshot())
+            assert json.loads(text) == record.to_row()
+            assert DeviceRecord.from_row(json.loads(text)) == record

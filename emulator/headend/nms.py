@@ -92,7 +92,22 @@ def _hardware_desc(report: DeviceReport, tlv: Tlv) -> None:
 
 
 def _image_info(report: DeviceReport, tlv: Tlv) -> None:
-    report.slots.append(SlotInfo.from_tlv(decode_as(tlv, pb.FirmwareImageInfo)))
+    """A FirmwareImageInfo slot; the same value bytes give the same (frozen)
+    SlotInfo: 10,000 devices report the same complete slots, so each is
+    decoded once and the inventory holds one object for all of them."""
+    slot = _SLOTS.get(tlv.value)
+    if slot is None:
+        slot = SlotInfo.from_tlv(decode_as(tlv, pb.FirmwareImageInfo))
+        if len(_SLOTS) >= _SLOTS_MAX:
+            _SLOTS.clear()
+        _SLOTS[tlv.value] = slot
+    report.slots.append(slot)
+
+
+#: TLV 75 value bytes -> SlotInfo (see :func:`_image_info`); downloading slots
+#: differ by bitmap, hence the bound (cleared when full).
+_SLOTS: dict[bytes, SlotInfo] = {}
+_SLOTS_MAX = 4096
 
 
 def _response(report: DeviceReport, tlv: Tlv) -> None:
