@@ -122,8 +122,9 @@ class UdpEndpoint:
         self._backlog: deque[tuple[bytes, Addr, Addr]] = deque()
         # packed destination address (pktinfo) -> the local (host, port)
         self._local_of: dict[bytes, Addr] = {}
-        # local address text -> the IPV6_PKTINFO value to send from it
-        self._pktinfo: dict[str, bytes] = {}
+        # local address text -> the ancillary data (a one-item list holding
+        # its IPV6_PKTINFO) that sends from it
+        self._pktinfo: dict[str, list[tuple[int, int, bytes]]] = {}
         self._shared_local = shared_local
         self._send_budget = send_budget
         self._resume_queued = False
@@ -159,12 +160,13 @@ class UdpEndpoint:
         locals_ = self._local_of
         for _ in range(self._batch):
             data, anc, _flags, remote = recvmsg(MAX_DATAGRAM, _CMSG_SPACE)
-            dst = anc[0][2][:16] if anc else b""
+            dst = anc[0][2] if anc else b""  # in6_pktinfo: address, ifindex
             local = locals_.get(dst) or self._remember(dst)
             batch.append((data, local, remote[:2]))
 
     def _remember(self, raw: bytes) -> Addr:
-        host = socket.inet_ntop(socket.AF_INET6, raw) if len(raw) == 16 else "::"
+        packed = raw[:16]
+        host = socket.inet_ntop(socket.AF_INET6, packed) if len(packed) == 16 else "::"
         local = (host, self.local[1])
         if self._shared_local is not None:
             local = self._shared_local(local)
@@ -212,9 +214,9 @@ class UdpEndpoint:
                     if not self._send_one(data, local, remote):
                         return k
                     continue
-                info = anc_of.get(host) or self._ancillary(host)
+                anc = anc_of.get(host) or self._ancillary(host)
                 try:
-                    sendmsg([data], [(_IPV6, IPV6_PKTINFO, info)], 0, remote)
+                    sendmsg([data], anc, 0, remote)
                 except (BlockingIOError, InterruptedError):
                     return k
                 except OSError as exc:
@@ -225,19 +227,21 @@ class UdpEndpoint:
             self.sent += sent
         return len(datagrams)
 
-    def _ancillary(self, host: str) -> bytes:
-        """The IPV6_PKTINFO value that sends from ``host`` (kept)."""
+    def _ancillary(self, host: str) -> list[tuple[int, int, bytes]]:
+        """The ancillary data that sends from ``host`` (kept; sendmsg only
+        reads it)."""
         info = socket.inet_pton(socket.AF_INET6, host) + b"\0\0\0\0"
         if len(self._pktinfo) >= ADDRESS_CACHE:
             self._pktinfo.clear()
-        self._pktinfo[host] = info
-        return info
+        anc = [(_IPV6, IPV6_PKTINFO, info)]
+        self._pktinfo[host] = anc
+        return anc
 
     def _send_one(self, data: bytes, local: Addr, remote: Addr) -> bool:
         try:
             if self.pktinfo and local[0] != "::":
-                info = self._pktinfo.get(local[0]) or self._ancillary(local[0])
-                self.sock.sendmsg([data], [(_IPV6, IPV6_PKTINFO, info)], 0, remote)
+                anc = self._pktinfo.get(local[0]) or self._ancillary(local[0])
+                self.sock.sendmsg([data], anc, 0, remote)
             else:
                 self.sock.sendto(data, remote)
         except (BlockingIOError, InterruptedError):
