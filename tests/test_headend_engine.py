@@ -263,6 +263,34 @@ def test_metrics_collector_aggregates(tmp_path: object) -> None:
     assert sample("bytes_sent_total")
 
 
+def test_metrics_follow_devices_that_change_group_after_an_upload() -> None:
+    from pathlib import Path
+
+    from prometheus_client import CollectorRegistry
+
+    from emulator.headend.images import ImageStore
+    from emulator.headend.metrics import HeadEndCollector
+
+    wire, core = make_wire(3)
+    upload(wire, core)
+    registry = CollectorRegistry()
+    registry.register(HeadEndCollector(core, ImageStore(Path(".")), lambda: wire.now))
+    meters = make_group("Meters", id=7, multicast=GROUP_ADDR, hardware_ids=[HWID])
+    pinned = make_group("pinned", id=11, euis=[wire.eui(wire.devices[0])])
+    assert core.apply_groups([meters, pinned], wire.now) == 1
+
+    def sample(state: str) -> float | None:
+        labels = {"state": state}
+        return registry.get_sample_value("meshfleet_headend_upload_devices", labels)
+
+    assert sample("complete") == 2  # the two left in the upload's group
+    assert sample("notStarted") == 1  # the moved one: no upload in its group
+    wire.now += core.inventory.silence + 1  # everyone silent since
+    assert (
+        registry.get_sample_value("meshfleet_headend_devices", {"state": "down"}) == 3
+    )
+
+
 def test_group_change_is_pushed_by_unicast_group_assign() -> None:
     wire, core = make_wire(2)
     meters = make_group("Meters", id=7, multicast=GROUP_ADDR, hardware_ids=[HWID])

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, KeysView
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any, NamedTuple
@@ -618,6 +618,20 @@ class UploadCampaign:
             if n:
                 counts[_key_status(key, running)] += n
                 partial += n if key[1] == 1 else 0
+        return counts, partial
+
+    def tally_for(self, in_group: KeysView[str]) -> tuple[dict[UploadStatus, int], int]:
+        """:meth:`tally` for the devices now in the group (``in_group``):
+        members that left are taken out, devices that joined since the start
+        count as notStarted (set operations, no per-member status)."""
+        counts, partial = self.tally()
+        started = self.members.keys()
+        if len(in_group) != len(started) or not in_group >= started:
+            gone, gone_partial = self.tally_of(started - in_group)
+            for state, n in gone.items():
+                counts[state] -= n
+            partial -= gone_partial
+            counts[UploadStatus.NOT_STARTED] += len(in_group - started)
         return counts, partial
 
     def tally_of(self, euis: Iterable[str]) -> tuple[dict[UploadStatus, int], int]:

@@ -367,14 +367,7 @@ class HeadEndApi:
             counts[UploadStatus.NOT_STARTED] = total
             partial = 0
         else:
-            counts, partial = campaign.tally()
-            started = campaign.members.keys()
-            if total != len(started) or not in_group >= started:
-                gone, gone_partial = campaign.tally_of(started - in_group)
-                for state, n in gone.items():
-                    counts[state] -= n
-                partial -= gone_partial
-                counts[UploadStatus.NOT_STARTED] += len(in_group - started)
+            counts, partial = campaign.tally_for(in_group)
         pairs = [
             ValuePair("totalDevices", total),
             ValuePair("up", up),
