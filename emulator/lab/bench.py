@@ -182,6 +182,7 @@ def serve_fleet(ready: Ready, devices: int) -> None:
 
     from emulator.fleet.config import parse_config
     from emulator.fleet.runtime import Fleet
+    from emulator.gctune import tune_for_long_lived_heap
 
     async def main() -> None:
         config = parse_config(
@@ -201,6 +202,7 @@ def serve_fleet(ready: Ready, devices: int) -> None:
         )
         fleet = Fleet(config)
         await fleet.start()
+        tune_for_long_lived_heap()  # as `meshfleet fleet run` does
         await asyncio.sleep(0.5)
         ready([fleet.local_address(eui) for eui in fleet.devices])
         await asyncio.sleep(3600)
