@@ -215,3 +215,27 @@ def test_multicast_and_unicast_ids_are_disjoint() -> None:
     unicast = {decode(d.data).mid for d in sent if d.remote == DEV_A}
     assert len(multicast) == len(unicast) == 100
     assert all(m >= 0x8000 for m in multicast) and all(m < 0x8000 for m in unicast)
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x4b\x05payload"])
+def test_fast_path_answer_is_replayed_byte_for_byte_to_a_duplicate(
+    payload: bytes,
+) -> None:
+    layer = ExchangeLayer(seed=1)
+    local, remote = ("fd00::1", 61628), ("fd00::99", 5683)
+    request = encode(Message(Type.CON, Code.GET, 77, b"tk", request_options("c")))
+    key = layer.accept_request(local, remote, 77, True, 0.0)
+    assert key is not None
+    head = bytes((0x60 | 2, Code.CONTENT)) + request[2:6]
+    layer.answer_confirmable(key, head, payload)
+    (first,) = layer.datagrams_to_send()
+    answer = decode(first.data)
+    assert (answer.type, answer.mid, answer.token) == (Type.ACK, 77, b"tk")
+    assert answer.payload == payload
+    assert layer.accept_request(local, remote, 77, True, 1.0) is None  # again
+    (again,) = layer.datagrams_to_send()
+    assert again == first
+    # the generic path sees the same remembered answer
+    assert layer.receive_datagram(request, local, remote, 2.0) is None
+    (third,) = layer.datagrams_to_send()
+    assert third.data == first.data

@@ -70,6 +70,20 @@ class Datagram(NamedTuple):
     remote: Addr
 
 
+Cached = bytes | tuple[bytes, bytes] | None
+"""A remembered answer: the encoded datagram, (head, payload) of a fast-path
+ACK (see :meth:`ExchangeLayer.answer_confirmable`), or None (NON, or not
+answered yet)."""
+
+
+def _replay(cached: bytes | tuple[bytes, bytes]) -> bytes:
+    """The datagram of a remembered answer, for a duplicate request."""
+    if isinstance(cached, bytes):
+        return cached
+    head, payload = cached
+    return head + b"\xff" + payload if payload else head
+
+
 _datagram = tuple.__new__
 """``_datagram(Datagram, (data, local, remote))``: a Datagram without the
 Python-level ``__new__`` of a NamedTuple (hot paths)."""
@@ -126,7 +140,7 @@ class ExchangeLayer:
         self._rng = random.Random(seed)
         self._out: list[Datagram] = []
         # (local, remote, mid) -> cached answer (None: NON or not yet answered)
-        self._seen: dict[tuple[Addr, Addr, int], bytes | None] = {}
+        self._seen: dict[tuple[Addr, Addr, int], Cached] = {}
         self._seen_order: deque[tuple[float, tuple[Addr, Addr, int]]] = deque()
         # (local, remote) -> next mid: used in this generation, in the last one
         self._mids: dict[tuple[Addr, Addr], int] = {}
@@ -170,7 +184,7 @@ class ExchangeLayer:
             self.stats["duplicates"] += 1
             cached = self._seen[key]
             if cached is not None:
-                self._out.append(Datagram(cached, local, remote))
+                self._out.append(Datagram(_replay(cached), local, remote))
             return None
         self._remember(key, now, msg.type == Type.CON)
         return IncomingRequest(msg, local, remote)
@@ -233,7 +247,7 @@ class ExchangeLayer:
             self.stats["duplicates"] += 1
             cached = seen[key]
             if cached is not None:
-                self._out.append(Datagram(cached, local, remote))
+                self._out.append(Datagram(_replay(cached), local, remote))
             return None
         # _remember, inline (the fleet's hot path: one call per request)
         t = self.tuning
@@ -272,13 +286,22 @@ class ExchangeLayer:
         self._forget(pending, local, remote)
         return pending.handle, code, tail[2]
 
-    def answer_confirmable(self, key: tuple[Addr, Addr, int], data: bytes) -> None:
-        """Queue ``data``, the encoded piggybacked ACK of the CON request
-        :meth:`accept_request` returned ``key`` for, and cache it for its
-        duplicates (what :meth:`respond` does for a CON)."""
+    def answer_confirmable(
+        self, key: tuple[Addr, Addr, int], head: bytes, payload: bytes
+    ) -> None:
+        """Queue the piggybacked ACK of the CON request :meth:`accept_request`
+        returned ``key`` for, ``head`` (header and token, no options) then
+        ``payload``, and remember it for duplicates (what :meth:`respond`
+        does for a CON).
+
+        Kept as the pair, not the joined bytes: answers are remembered for
+        EXCHANGE_LIFETIME and a device's payload is usually one shared object,
+        so 60,000 answers a second retained ~300 bytes each otherwise (the
+        fleet answered 10-15 % fewer GETs a second for it)."""
         seen = self._seen
         if key in seen:
-            seen[key] = data
+            seen[key] = (head, payload)
+        data = head + b"\xff" + payload if payload else head
         self._out.append(_datagram(Datagram, (data, key[0], key[1])))
 
     # -- answering -------------------------------------------------------

@@ -503,10 +503,8 @@ class Fleet:
             return True
         self.requests[_ANSWERED[code][response.code >> 5]] += 1
         if con:  # piggybacked_ack, inline: the request's header and token
-            ack = bytes((0x60 | tkl, response.code)) + data[2:pos]
-            if response.payload:
-                ack += b"\xff" + response.payload
-            self.exchange.answer_confirmable(key, ack)
+            head = bytes((0x60 | tkl, response.code)) + data[2:pos]
+            self.exchange.answer_confirmable(key, head, response.payload)
         else:
             msg = Message(Type.NON, code, key[2], data[4:pos])
             event = IncomingRequest(msg, local, remote)

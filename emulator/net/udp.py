@@ -122,6 +122,8 @@ class UdpEndpoint:
         self._backlog: deque[tuple[bytes, Addr, Addr]] = deque()
         # packed destination address (pktinfo) -> the local (host, port)
         self._local_of: dict[bytes, Addr] = {}
+        # remote (host, port, flowinfo, scope) -> the shared (host, port)
+        self._peers: dict[tuple[str, int, int, int], Addr] = {}
         # local address text -> the ancillary data (a one-item list holding
         # its IPV6_PKTINFO) that sends from it
         self._pktinfo: dict[str, list[tuple[int, int, bytes]]] = {}
@@ -157,12 +159,23 @@ class UdpEndpoint:
         """Up to a batch of datagrams with their local address (pktinfo);
         the (host, port) of each local address is one shared tuple."""
         recvmsg = self.sock.recvmsg
-        locals_ = self._local_of
+        locals_, peers = self._local_of, self._peers
         for _ in range(self._batch):
             data, anc, _flags, remote = recvmsg(MAX_DATAGRAM, _CMSG_SPACE)
             dst = anc[0][2] if anc else b""  # in6_pktinfo: address, ifindex
             local = locals_.get(dst) or self._remember(dst)
-            batch.append((data, local, remote[:2]))
+            peer = peers.get(remote) or self._remember_peer(remote)
+            batch.append((data, local, peer))
+
+    def _remember_peer(self, remote: tuple[str, int, int, int]) -> Addr:
+        """One shared (host, port) per remote address: exchange state keyed
+        by it for EXCHANGE_LIFETIME then holds no tuple and string of its own
+        per datagram."""
+        peer = remote[:2]
+        if len(self._peers) >= ADDRESS_CACHE:
+            self._peers.clear()
+        self._peers[remote] = peer
+        return peer
 
     def _remember(self, raw: bytes) -> Addr:
         packed = raw[:16]
