@@ -144,9 +144,11 @@ class UdpEndpoint:
                 self._receive_pktinfo(batch)
             else:
                 recvfrom, local = self.sock.recvfrom, self.local
+                peers = self._peers
                 for _ in range(self._batch):
                     data, remote = recvfrom(MAX_DATAGRAM)
-                    batch.append((data, local, remote[:2]))
+                    peer = peers.get(remote) or self._remember_peer(remote)
+                    batch.append((data, local, peer))
         except (BlockingIOError, InterruptedError):
             pass
         except OSError as exc:  # e.g. ICMP port unreachable reported late
