@@ -65,3 +65,23 @@ async def test_without_budget_a_send_goes_out_at_once() -> None:
     finally:
         endpoint.close()
         receiver.close()
+
+
+async def test_datagrams_from_one_remote_share_one_address_tuple() -> None:
+    receiver, sender = _socket(), _socket()
+    got: list[tuple[bytes, tuple[str, int], tuple[str, int]]] = []
+    endpoint = UdpEndpoint(receiver, lambda batch, now: got.extend(batch))
+    try:
+        for i in range(3):
+            sender.sendto(b"%d" % i, endpoint.local)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while len(got) < 3 and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        assert [d for d, _, _ in got] == [b"0", b"1", b"2"]
+        remotes = [r for _, _, r in got]
+        assert remotes[0] == sender.getsockname()[:2]
+        assert remotes[0] is remotes[1] is remotes[2]
+    finally:
+        endpoint.close()
+        sender.close()

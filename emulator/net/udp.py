@@ -19,6 +19,8 @@ entries, cleared when full: a fleet of 100,000 addresses must not hold ~400
 bytes per address for them once idle (an entry is recomputed in about a
 microsecond). ``shared_local`` lets the owner hand out its own (host, port)
 tuple for a local address, so a cached entry holds no string of its own.
+Remote addresses are handed out as one shared (host, port) tuple each (same
+bound): the exchange layer keys its duplicate window by them for minutes.
 
 Sends that would block are queued and flushed when the socket is writable.
 With ``send_budget`` a call sends for at most that long and queues the rest
@@ -59,7 +61,8 @@ DEFAULT_RCVBUF = 8 * 1024 * 1024
 MAX_DATAGRAM = 2048
 """Largest datagram we read (CSMP payloads stay near 1 KiB, the mesh MTU)."""
 ADDRESS_CACHE = 16384
-"""Entries of each packed-address cache of a ``pktinfo`` endpoint."""
+"""Entries of each address cache of an endpoint (packed local addresses and
+their ancillary data with ``pktinfo``; shared remote tuples always)."""
 _CLOCK_EVERY = 8
 """Sends between two clock reads of a time-bounded :meth:`UdpEndpoint.send`."""
 
