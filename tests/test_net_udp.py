@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from emulator.net.udp import UdpEndpoint
+from emulator.net.udp import Addr, UdpEndpoint
 
 
 def _socket() -> socket.socket:
@@ -28,43 +30,41 @@ async def _receive(sock: socket.socket, count: int, timeout: float) -> list[byte
     return got
 
 
-async def test_send_budget_spreads_a_big_send_over_loop_turns() -> None:
+@contextmanager
+def _sender(budget: float | None) -> Iterator[tuple[UdpEndpoint, Addr, socket.socket]]:
+    """An endpoint that sends (``send_budget=budget``), a target address and
+    the socket behind it; both closed on exit."""
     receiver, sender = _socket(), _socket()
-    endpoint = UdpEndpoint(sender, lambda batch, now: None, send_budget=0.0)
-    target = receiver.getsockname()[:2]
-    datagrams = [(b"%04d" % i, endpoint.local, target) for i in range(100)]
+    endpoint = UdpEndpoint(sender, lambda batch, now: None, send_budget=budget)
     try:
+        yield endpoint, receiver.getsockname()[:2], receiver
+    finally:
+        endpoint.close()
+        receiver.close()
+
+
+async def test_send_budget_spreads_a_big_send_over_loop_turns() -> None:
+    with _sender(0.0) as (endpoint, target, receiver):
+        datagrams = [(b"%04d" % i, endpoint.local, target) for i in range(100)]
         endpoint.send(datagrams)
         assert 0 < endpoint.backlog < 100  # the rest waits for the next turns
         got = await _receive(receiver, 100, timeout=5)
         assert got == [d[0] for d in datagrams]
         assert endpoint.backlog == 0 and endpoint.sent == 100
-    finally:
-        endpoint.close()
-        receiver.close()
 
 
 async def test_closed_endpoint_drops_its_backlog_quietly() -> None:
-    receiver, sender = _socket(), _socket()
-    endpoint = UdpEndpoint(sender, lambda batch, now: None, send_budget=0.0)
-    target = receiver.getsockname()[:2]
-    endpoint.send([(b"x", endpoint.local, target)] * 50)
-    endpoint.close()
-    await asyncio.sleep(0.05)  # the queued turn runs against a closed socket
-    assert endpoint.backlog == 0
-    receiver.close()
+    with _sender(0.0) as (endpoint, target, _receiver):
+        endpoint.send([(b"x", endpoint.local, target)] * 50)
+        endpoint.close()
+        await asyncio.sleep(0.05)  # the queued turn runs against a closed socket
+        assert endpoint.backlog == 0
 
 
 async def test_without_budget_a_send_goes_out_at_once() -> None:
-    receiver, sender = _socket(), _socket()
-    endpoint = UdpEndpoint(sender, lambda batch, now: None)
-    target = receiver.getsockname()[:2]
-    try:
+    with _sender(None) as (endpoint, target, _receiver):
         endpoint.send([(b"%d" % i, endpoint.local, target) for i in range(50)])
         assert endpoint.backlog == 0 and endpoint.sent == 50
-    finally:
-        endpoint.close()
-        receiver.close()
 
 
 async def test_datagrams_from_one_remote_share_one_address_tuple() -> None:

@@ -33,6 +33,8 @@ from emulator.firmware import bitmap
 
 logger = logging.getLogger(__name__)
 
+SNAPSHOT_SLOTS = 7
+"""Index of the slots in :meth:`DeviceRecord.snapshot`."""
 _NO_MEMBERS: dict[str, DeviceRecord] = {}
 _LAST_HEARD = attrgetter("last_heard")
 
@@ -151,7 +153,8 @@ class DeviceRecord:
         return DeviceRecord.row_of(self.snapshot())
 
     def snapshot(self) -> tuple[Any, ...]:
-        """The persisted fields as immutable values (slots are frozen)."""
+        """The persisted fields as immutable values (slots are frozen); the
+        slots are at :data:`SNAPSHOT_SLOTS`."""
         return (
             self.eui,
             self.address,

@@ -28,7 +28,7 @@ from emulator.headend.engine import (
     Phase,
     UploadCampaign,
 )
-from emulator.headend.inventory import DeviceRecord, SlotInfo
+from emulator.headend.inventory import SNAPSHOT_SLOTS, DeviceRecord, SlotInfo
 from emulator.headend.store import (
     Lazy,
     OperationRow,
@@ -101,10 +101,11 @@ def device_json(state: tuple[Any, ...]) -> str:
     through one ``json.dumps``, each slot's JSON from a cache (devices share
     their frozen slots; a registration storm writes 10,000 rows a second and
     encoding the whole dict every time was the writer's main cost)."""
-    row = DeviceRecord.row_of(state[:7] + ((),) + state[8:])
+    at = SNAPSHOT_SLOTS
+    row = DeviceRecord.row_of(state[:at] + ((),) + state[at + 1 :])
     del row["slots"]
     head = json.dumps(row)
-    slots = ", ".join(map(_slot_json, state[7]))
+    slots = ", ".join(map(_slot_json, state[at]))
     return f'{head[:-1]}, "slots": [{slots}]}}'
 
 
