@@ -43,6 +43,7 @@ from emulator.coap.message import (
     encode,
     is_request,
     parse_tail,
+    with_payload,
 )
 
 Addr: TypeAlias = tuple[str, int]
@@ -80,8 +81,7 @@ def _replay(cached: bytes | tuple[bytes, bytes]) -> bytes:
     """The datagram of a remembered answer, for a duplicate request."""
     if isinstance(cached, bytes):
         return cached
-    head, payload = cached
-    return head + b"\xff" + payload if payload else head
+    return with_payload(*cached)
 
 
 _datagram = tuple.__new__
@@ -249,13 +249,7 @@ class ExchangeLayer:
             if cached is not None:
                 self._out.append(Datagram(_replay(cached), local, remote))
             return None
-        # _remember, inline (the fleet's hot path: one call per request)
-        t = self.tuning
-        seen[key] = None
-        life = t.exchange_lifetime if confirmable else t.non_lifetime
-        self._seen_order.append((now + life, key))
-        if len(seen) > t.max_dedup_records:
-            self._expire(now)
+        self._remember(key, now, confirmable)
         return key
 
     def accept_response(
@@ -301,7 +295,7 @@ class ExchangeLayer:
         seen = self._seen
         if key in seen:
             seen[key] = (head, payload)
-        data = head + b"\xff" + payload if payload else head
+        data = with_payload(head, payload)
         self._out.append(_datagram(Datagram, (data, key[0], key[1])))
 
     # -- answering -------------------------------------------------------

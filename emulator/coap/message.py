@@ -210,14 +210,17 @@ def parse_tail(data: bytes, pos: int) -> RequestTail | None:
     return tuple(path), tuple(query), b""
 
 
-def piggybacked_ack(request: bytes, code: int, payload: bytes) -> bytes:
-    """The encoded ACK answering the (well-formed) CON ``request`` with ``code``
-    and ``payload``, no options: :func:`encode` of that ACK, header reused."""
+def ack_head(request: bytes, code: int) -> bytes:
+    """Header and token of the ACK answering the (well-formed) CON ``request``
+    with ``code``, no options: the request's message id and token reused."""
     tkl = request[0] & 0x0F
-    head = bytes((0x60 | tkl, code)) + request[2 : 4 + tkl]
-    if payload:
-        return head + b"\xff" + payload
-    return head
+    return bytes((0x60 | tkl, code)) + request[2 : 4 + tkl]
+
+
+def with_payload(head: bytes, payload: bytes) -> bytes:
+    """An encoded message without options: ``head``, then ``payload`` behind
+    the payload marker when there is one (:func:`encode` of it)."""
+    return head + b"\xff" + payload if payload else head
 
 
 def _ext(value: int) -> tuple[int, bytes]:

@@ -76,6 +76,7 @@ from emulator.coap.message import (
     Message,
     RequestTail,
     Type,
+    ack_head,
     parse_tail,
     request_options,
 )
@@ -502,8 +503,8 @@ class Fleet:
             self.requests[_NO_ANSWER[code]] += 1
             return True
         self.requests[_ANSWERED[code][response.code >> 5]] += 1
-        if con:  # piggybacked_ack, inline: the request's header and token
-            head = bytes((0x60 | tkl, response.code)) + data[2:pos]
+        if con:
+            head = ack_head(data, response.code)
             self.exchange.answer_confirmable(key, head, response.payload)
         else:
             msg = Message(Type.NON, code, key[2], data[4:pos])

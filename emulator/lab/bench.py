@@ -96,9 +96,9 @@ NEW_VERSION = "6.10.2"
 IMAGE_NAME = f"bench-{NEW_VERSION}.bin"
 PREFIX = "fd00:6d66:bec::/64"
 BLOCK_SIZE = 1024
+"""``[upload] block_size`` of the bench head-end (the demo's; 512 is the default)."""
 API_POLL = 0.1
 """Seconds between two getFirmwareUploadStatus calls of the upload bench."""
-"""``[upload] block_size`` of the bench head-end (the demo's; 512 is the default)."""
 
 #: scenario -> (figure key, target text, check(value) -> bool)
 TARGETS: dict[str, list[tuple[str, str, Callable[[float], bool]]]] = {
