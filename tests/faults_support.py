@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from test_fleet_support import free_port_range
+
 from emulator.firmware.image import build_image
 from emulator.fleet.config import parse_config as fleet_config
 from emulator.fleet.runtime import Fleet
@@ -69,7 +71,7 @@ def fleet_raw(
         "fleet": {
             "devices": count,
             "addressing": "loopback-ports",
-            "port_base": port_base or free_port() % 20000 + 20000,
+            "port_base": port_base or free_port_range(count),
             "nms": f"[::1]:{nms_port}",
             "boot_time": 0.5,
             "power_on_jitter": 1.0,

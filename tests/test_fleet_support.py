@@ -25,9 +25,30 @@ def free_port(host: str = "::1") -> int:
         return port
 
 
+def _ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for port-0 binds (Linux default 32768-60999)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port_range(count: int) -> int:
-    """A base port with ``count`` free UDP ports on ::1 after it (best effort)."""
-    for base in range(20000 + (time.monotonic_ns() // 1000) % 20000, 60000, 997):
+    """A base port with ``count`` free UDP ports on ::1 after it.
+
+    The range lies outside the kernel's ephemeral range, so no port-0 bind made
+    later in the test (head-end, relay, HTTP) can take one of its ports between
+    this check and the fleet's own binds.
+    """
+    low, high = _ephemeral_ports()
+    spans = [(10000, low - count), (high + 1, 65536 - count)]
+    starts = [base for a, b in spans for base in range(a, b + 1, 997)]
+    if not starts:
+        raise RuntimeError(f"no room for {count} ports outside {low}-{high}")
+    turn = (time.monotonic_ns() // 1000) % len(starts)
+    for base in starts[turn:] + starts[:turn]:
         socks = []
         try:
             for port in range(base, base + count):

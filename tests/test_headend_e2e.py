@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_fleet_support import free_port_range
 
 from emulator.firmware.image import build_image
 from emulator.headend.config import parse_config
@@ -57,7 +58,7 @@ def make_fleet(count: int, nms_port: int, relay: int, loss: float = 0.05) -> Any
             "fleet": {
                 "devices": count,
                 "addressing": "loopback-ports",
-                "port_base": free_port(socket.SOCK_DGRAM) % 20000 + 20000,
+                "port_base": free_port_range(count),
                 "nms": f"[::1]:{nms_port}",
                 "boot_time": 0.5,
                 "power_on_jitter": 1.0,

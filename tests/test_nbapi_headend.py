@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from lxml import etree
+from test_fleet_support import free_port_range
 from test_web_headend import HWID, IMAGE, add_image, free_port
 
 from emulator.headend.config import parse_config
@@ -65,7 +66,7 @@ async def head(tmp_path: Path) -> AsyncIterator[HeadEnd]:
                 "fleet": {
                     "devices": DEVICES,
                     "addressing": "loopback-ports",
-                    "port_base": free_port(socket.SOCK_DGRAM) % 20000 + 20000,
+                    "port_base": free_port_range(DEVICES),
                     "nms": f"[::1]:{head.csmp_port}",
                     "boot_time": 0.2,
                     "power_on_jitter": 0.5,

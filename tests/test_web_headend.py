@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from test_fleet_support import free_port_range
 
 from emulator.firmware.image import build_image
 from emulator.headend.config import parse_config
@@ -127,7 +128,7 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
                 "fleet": {
                     "devices": DEVICES,
                     "addressing": "loopback-ports",
-                    "port_base": free_port(socket.SOCK_DGRAM) % 20000 + 20000,
+                    "port_base": free_port_range(DEVICES),
                     "nms": f"[::1]:{head.csmp_port}",
                     "boot_time": 0.3,
                     "power_on_jitter": 1.0,
