@@ -580,3 +580,29 @@ def test_registration_answer_fast_path_matches_generic(
     assert 0 < fast_state["stats"]["registrations_ok"] < 60
     assert fast_state["stats"]["registrations_refused"] > 0
     assert fast_state["stats"]["registrations_failed"] > 0
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_request_to_a_device_that_is_off_is_not_remembered(
+    fast: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CON request reaching a device that is off (or booting) was never
+    received: its retransmission after the device is back is answered, not
+    dropped as a duplicate with no answer to repeat."""
+    fleet = make_fleet(3, fast, monkeypatch)
+    sent = fleet._main.sent  # type: ignore[union-attr]
+    now = fleet.started_at + 10
+    local, remote = fleet._local_of[1], ("2001:db8::77", 5683)
+    request = coap(Type.CON, Code.GET, 0x1234, "c", ["q=75"], b"")
+    fleet._devs[1].power_off()
+    fleet._on_datagrams([(request, local, remote)], now)
+    assert not sent
+    fleet._devs[1].power_on(now + 1)
+    fleet._devs[1].on_timer(now + 1)  # boot time 0: online again
+    fleet._on_datagrams([(request, local, remote)], now + 2)  # retransmission
+    (answer,) = sent
+    msg = decode(answer.data)
+    assert (msg.type, msg.mid, msg.code) == (Type.ACK, 0x1234, Code.CONTENT)
+    fleet._on_datagrams([(request, local, remote)], now + 3)  # a duplicate now
+    assert [d.data for d in sent] == [answer.data, answer.data]
+    assert fleet.exchange.stats["duplicates"] == 1

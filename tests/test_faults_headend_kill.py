@@ -4,9 +4,12 @@ A real head-end process (SQLite state, NB API over HTTP) and an in-process
 fleet of 30 devices with 5 % loss per link. The head-end is killed while
 blocks flow and restarted from its state: the upload completes, the counts
 are right and no device downloads the image twice (the fleet counts each
-completed download). It is killed again just after scheduleReload answered:
-every device reloads exactly once (the fleet counts reloads) and the
-restarted head-end reports them running the new image.
+completed download). It is killed while setBackupFirmwareImage collects
+its answers: the restarted head-end asks the members whose answers it had
+not stored, and every device ends with the image as backup. It is killed
+again just after scheduleReload answered: every device reloads exactly once
+(the fleet counts reloads) and the restarted head-end reports them running
+the new image.
 """
 
 from __future__ import annotations
@@ -54,6 +57,40 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
     process.wait(10)
 
 
+async def _kill_while_backup_collects(
+    process: subprocess.Popen[bytes], config: Path, state: Path, client: Any
+) -> subprocess.Popen[bytes]:
+    """Call setBackupFirmwareImage, SIGKILL the head-end once the operation
+    is stored and still collecting (answers come over a 6 s window), restart."""
+    call = asyncio.create_task(
+        _call(client, "set_backup_image", None, "meters", "fw.bin")
+    )
+    deadline = time.monotonic() + 10
+    while not (stored := _stored_operation(state, "backup")):
+        assert time.monotonic() < deadline and not call.done(), "no backup row"
+        await asyncio.sleep(0.05)
+    _kill(process)
+    call.cancel()
+    await asyncio.gather(call, return_exceptions=True)
+    row, answered = _stored_operation(state, "backup") or stored
+    assert row.data["phase"] in ("transfer", "fill"), row.data
+    assert answered < DEVICES
+    return _spawn(config, state)
+
+
+def _stored_operation(state: Path, kind: str) -> tuple[Any, int] | None:
+    """The stored operation of ``kind`` and its members with an answer."""
+    db = Database(db_path(state))
+    try:
+        rows = [r for r in db.operations() if r.kind == kind]
+        if not rows:
+            return None
+        answered = sum(m["code"] is not None for m in db.progress(rows[-1].id))
+        return rows[-1], answered
+    finally:
+        db.close()
+
+
 async def test_kill_9_during_upload_and_reload(tmp_path: Path) -> None:
     from emulator.nbapi.client import NbapiClient
 
@@ -61,7 +98,7 @@ async def test_kill_9_during_upload_and_reload(tmp_path: Path) -> None:
     relay = free_port(socket.SOCK_DGRAM)
     config = _config_file(tmp_path, csmp, http, relay)
     with config.open("a") as f:  # answers within the NB API client's timeout
-        f.write("[commands]\nasync_window = 2\nwait = 20\n")
+        f.write("[commands]\nasync_window = 6\nwait = 20\n")
     state = tmp_path / "state"
     add_image(state, "fw.bin", 96 * 1024)
     client = NbapiClient(
@@ -97,6 +134,16 @@ async def test_kill_9_during_upload_and_reload(tmp_path: Path) -> None:
         assert blocks_at_kill > 0
         images = await _call(client, "get_image_info_list", None, "meters")
         assert images.data.action_status == "UPLOADED"
+
+        process = await _kill_while_backup_collects(process, config, state, client)
+
+        async def backup_set() -> bool:
+            info = await _call(client, "get_image_info_list", None, "meters")
+            return bool(info.data.action_status == "BACKUP_SET")
+
+        await _until(backup_set, 60, "backup collection after restart", fleet)
+        backups = [d.backup_version for d in fleet.devices.values()]
+        assert backups == ["6.9.1"] * DEVICES, backups
 
         # killed again, right after the reload was scheduled
         reload = await _call(

@@ -451,6 +451,36 @@ def test_member_that_got_the_load_request_too_late_is_asked_to_load_now() -> Non
     assert campaign.counts()["accepted"] == 2
 
 
+def test_resumed_reload_keeps_answers_and_counts_image_running_as_done() -> None:
+    """A reload collection rebuilt after a restart: stored answers and
+    give-ups stay, the rest are asked by unicast at once, and 9 (image
+    running: the member loaded before its answer was stored) is accepted."""
+    from emulator.headend.engine import CommandCampaign, CommandMember, UploadTuning
+
+    tuning = UploadTuning(async_window=5, grace=0.5, max_attempts=2)
+    campaign = CommandCampaign(
+        1, CommandKind.RELOAD, "meters", 7, image_ref().sha256, (), tuning,
+        multicast=True, now=100.0, load_time=101,
+    )  # fmt: skip
+    for member in (
+        CommandMember("A", code=0),
+        CommandMember("B", failed="no answer", attempts=2),
+        CommandMember("C"),
+        CommandMember("D"),
+    ):
+        campaign.members[member.eui] = member
+    campaign.resume(130.0)
+    assert campaign.active and campaign.counts()["pending"] == 2
+    asked = campaign.poll(130.0)
+    assert sorted(s.eui for s in asked) == ["C", "D"]  # no multicast window
+    campaign.on_command_response("C", 9, 130.1)
+    assert campaign.active
+    campaign.on_command_response("D", 0, 130.2)
+    assert not campaign.active
+    counts = campaign.counts()
+    assert (counts["accepted"], counts["noResponse"]) == (3, 1)
+
+
 @pytest.mark.parametrize("kind", [CommandKind.BACKUP, CommandKind.RELOAD])
 def test_group_command_goes_out_at_once_not_when_its_window_ends(
     kind: CommandKind,

@@ -13,11 +13,19 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from emulator.cli.headend import headend
 from emulator.firmware.image import ImageError, Reason, build_image
 from emulator.headend.config import ConfigError, parse_config
-from emulator.headend.engine import Outcome, Phase, UploadCampaign
+from emulator.headend.core import Campaign, HeadEndCore
+from emulator.headend.engine import (
+    CommandKind,
+    ImageRef,
+    Outcome,
+    Phase,
+    UploadCampaign,
+)
 from emulator.headend.groups import DEFAULT_GROUP, GroupTable, assign_ids, make_group
 from emulator.headend.images import MAX_FILE_SIZE, check_image, choose_block_size
+from emulator.headend.inventory import DeviceRecord
 from emulator.headend.persist import Saved, change_writes, latest_operations, restore
-from emulator.headend.store import Database, StoreError, StoreWriter, db_path
+from emulator.headend.store import Database, StoreError, StoreWriter, Write, db_path
 from emulator.headend.testing import GROUP_ADDR, MemoryWire, build_core, signing_profile
 
 HWID = "OPENCSMP"
@@ -156,8 +164,6 @@ def test_upload_resumes_from_the_store(tmp_path: Path) -> None:
     wire = MemoryWire(core)
     wire.add_devices(4, RUN, profile=signing_profile(key))
     assert wire.run(60, lambda: len(core.inventory) == 4)
-    from emulator.headend.engine import ImageRef
-
     ref = ImageRef("fw.bin", "6.9.1", hashlib.sha256(IMAGE).digest(), HWID, IMAGE, 256)
     members = [d.eui for d in core.inventory]
     campaign = core.start_upload(group, ref, members, wire.now)
@@ -176,8 +182,6 @@ def test_upload_resumes_from_the_store(tmp_path: Path) -> None:
     db.close()
 
     fresh = build_core([group], key, pace=40.0)
-    from emulator.headend.inventory import DeviceRecord
-
     for row in devices:
         fresh.inventory.add(DeviceRecord.from_row(row))
     wire.core = fresh
@@ -188,6 +192,73 @@ def test_upload_resumes_from_the_store(tmp_path: Path) -> None:
     assert resumed.phase is Phase.DONE
     assert isinstance(resumed, UploadCampaign)
     assert {m.outcome for m in resumed.members.values()} == {Outcome.COMPLETE}
+
+
+def _restart(
+    core: HeadEndCore, wire: MemoryWire, writes: list[Write], path: Path
+) -> tuple[HeadEndCore, list[Campaign]]:
+    """Store ``writes`` as a killed head-end left them; a new core from them."""
+    writer = StoreWriter(db_path(path), flush_interval=0.01)
+    writer.start()
+    writer.put_all(writes)
+    writer.close()
+    db = Database(db_path(path))
+    rows = latest_operations(db.operations())
+    saved = Saved(rows, {r.id: db.progress(r.id) for r in rows}, {}, 10)
+    devices = db.devices()
+    db.close()
+    fresh = build_core(list(core.groups), core.key, seed=4)
+    for row in devices:
+        fresh.inventory.add(DeviceRecord.from_row(row))
+    wire.core = fresh
+    return fresh, restore(fresh, saved, wire.now)
+
+
+@pytest.mark.parametrize("kind", [CommandKind.BACKUP, CommandKind.RELOAD])
+def test_command_collection_resumes_after_a_restart(
+    tmp_path: Path, kind: CommandKind
+) -> None:
+    """A setBackup/scheduleReload collection running when the head-end died
+    goes on after the restart: the members without a stored answer are asked
+    again by unicast (two never heard the multicast; two applied it while the
+    head-end was down), and every member ends accepted with the command
+    carried out."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    group = make_group("meters", id=3, multicast=GROUP_ADDR, hardware_ids=[HWID])
+    core = build_core([group], key)
+    wire = MemoryWire(core)
+    wire.add_devices(4, RUN, profile=signing_profile(key))
+    assert wire.run(60, lambda: all(d.registered for d in wire.devices))
+    ref = ImageRef("fw.bin", "6.9.1", hashlib.sha256(IMAGE).digest(), HWID, IMAGE, 256)
+    members = [d.eui for d in core.inventory]
+    upload = core.start_upload(group, ref, members, wire.now)
+    assert wire.run(300, lambda: not upload.active)
+    wire.deaf = {2, 3}
+    load_time = int(wire.now) if kind is CommandKind.RELOAD else 0
+    command = core.start_command(
+        kind, group, ref.sha256, members, wire.now, load_time=load_time
+    )
+    writes = change_writes(*core.take_changes())  # all four still pending
+    heard = wire.devices[:2]
+    if kind is CommandKind.RELOAD:  # they reboot before their async answers
+        assert wire.run(10, lambda: all(d.running_version == "6.9.1" for d in heard))
+    else:
+        assert wire.run(10, lambda: command.counts()["accepted"] == 2)
+    wire.deaf = set()
+
+    fresh, restored = _restart(core, wire, writes, tmp_path)
+    resumed = fresh.commands["meters"]
+    assert resumed in restored and resumed.active
+    assert resumed.counts()["pending"] == 4
+    assert wire.run(60, lambda: not resumed.active)
+    assert resumed.counts() == {
+        "members": 4, "accepted": 4, "refused": 0, "noResponse": 0, "pending": 0
+    }  # fmt: skip
+    if kind is CommandKind.RELOAD:
+        done = lambda: all(d.running_version == "6.9.1" for d in wire.devices)  # noqa: E731
+    else:
+        done = lambda: all(d.backup_version == "6.9.1" for d in wire.devices)  # noqa: E731
+    assert wire.run(30, done)
 
 
 async def test_running_headend_picks_up_cli_changes(

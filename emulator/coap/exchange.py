@@ -252,6 +252,14 @@ class ExchangeLayer:
         self._remember(key, now, confirmable)
         return key
 
+    def forget_request(self, key: tuple[Addr, Addr, int]) -> None:
+        """Forget a request that its endpoint never took in (a device that
+        was off or booting): a retransmission is then a new request, not a
+        duplicate with no answer to repeat. ``key`` as :meth:`accept_request`
+        returns it, or ``(local, remote, mid)`` of an :class:`IncomingRequest`.
+        """
+        self._seen.pop(key, None)
+
     def accept_response(
         self, data: bytes, local: Addr, remote: Addr
     ) -> tuple[int, int, bytes] | None:

@@ -501,6 +501,8 @@ class Fleet:
             response = self._deliver(i, request, now)
         if response is None:
             self.requests[_NO_ANSWER[code]] += 1
+            if not self._devs[i].online(now):  # off or booting: never received
+                self.exchange.forget_request(key)
             return True
         self.requests[_ANSWERED[code][response.code >> 5]] += 1
         if con:
@@ -572,6 +574,8 @@ class Fleet:
         method = _METHODS.get(msg.code, "other")
         if response is None:
             self.requests[(method, "none")] += 1
+            if not self._devs[i].online(now):  # off or booting: never received
+                self.exchange.forget_request((event.local, event.remote, msg.mid))
             return
         self.requests[(method, _CLASSES.get(response.code >> 5, "other"))] += 1
         self.exchange.respond(event, response.code, response.payload, now=now)

@@ -65,6 +65,7 @@ logger = logging.getLogger(__name__)
 RC_OK = 0
 RC_DUPLICATE_TRANSFER = 11
 RC_INVALID_REQUEST = 6
+RC_IMAGE_RUNNING = 9
 
 
 class Purpose(StrEnum):
@@ -1116,6 +1117,8 @@ class CommandCampaign:
         """Members with a response code."""
         self._closed = 0
         """Members answered or given up on (step DONE)."""
+        self.resumed = False
+        """Rebuilt from the store after a restart (see :meth:`resume`)."""
 
     @property
     def active(self) -> bool:
@@ -1131,6 +1134,24 @@ class CommandCampaign:
             )
         else:
             self._go_unicast(now)
+
+    def resume(self, now: float) -> None:
+        """Continue after a restart, members as restored from the store: those
+        with an answer or given up on stay as they are, the others are asked
+        again by unicast (the multicast window has passed; a request a device
+        already applied is applied again harmlessly: a SetBackupRequest copies
+        the same image, a LoadRequest for the pending load keeps it). A reload
+        member that answers 9 (image running) counts as accepted: it ran the
+        load the lost answer was for."""
+        self.resumed = True
+        self._answered = self._closed = 0
+        for member in self.members.values():
+            if member.code is not None or member.failed:
+                member.step = Step.DONE
+                self._answered += member.code is not None
+                self._closed += 1
+        self._dirty.clear()
+        self._go_unicast(now)
 
     def _request(self, now: float | None = None) -> bytes:
         """The request TLV. A LoadRequest for a time within the answer window
@@ -1151,7 +1172,7 @@ class CommandCampaign:
         self.phase = Phase.FILL
         self._until = float("inf")
         for member in self.members.values():
-            if member.code is None:
+            if member.code is None and member.step is not Step.DONE:
                 member.step = Step.NEED_TRANSFER
                 self._queue.append(member)
         self._check_done(now)
@@ -1162,6 +1183,8 @@ class CommandCampaign:
             return
         if self._late_for_load(member, code, now):
             return
+        if self.resumed and self.kind is CommandKind.RELOAD:
+            code = RC_OK if code == RC_IMAGE_RUNNING else code
         member.code = code
         member.failed = ""
         self._answered += 1

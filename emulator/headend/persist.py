@@ -5,9 +5,9 @@ What :mod:`emulator.headend.store` writes for the core's changes
 inventory and campaigns from the rows. An upload that was running when the
 process died resumes where it was (transfer, multicast blocks from the next
 block, or unicast fill-in with each member's saved bitmap and rounds); a
-backup/reload collection that was running is closed as it stood (the devices
-have applied what they received; the answers still missing count as no
-response) and its reload time is kept.
+backup/reload collection that was running goes on by unicast to the members
+whose answer was still missing (:meth:`CommandCampaign.resume`), and its
+reload time is kept.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 from emulator.headend.core import Campaign, HeadEndCore, Reload
 from emulator.headend.engine import (
+    ACTIVE_PHASES,
     CommandCampaign,
     CommandKind,
     CommandMember,
@@ -265,11 +266,22 @@ def _restore_command(
             int(entry.get("attempts", 0)),
         )
         campaign.members[member.eui] = member
-    campaign.phase = Phase.DONE
-    campaign.finished_at = float(data.get("finished") or now)
     core.commands[row.group_key] = campaign
     if kind is CommandKind.RELOAD:
         core.reloads[row.group_key] = Reload(
             float(campaign.load_time), campaign.file_hash, campaign.op_id
         )
+    if Phase(data["phase"]) in ACTIVE_PHASES and campaign.members:
+        campaign.resume(now)
+        core.adopt(campaign)
+        logger.info(
+            "resuming %s %d of %s: %d answers missing",
+            kind.value,
+            row.id,
+            row.group_key,
+            campaign.counts()["pending"],
+        )
+    else:
+        campaign.phase = Phase.DONE
+        campaign.finished_at = float(data.get("finished") or now)
     return campaign

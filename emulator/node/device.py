@@ -194,6 +194,12 @@ class Device:
         return run.version if run is not None else ""
 
     @property
+    def backup_version(self) -> str:
+        """Version of the BACKUP slot's image ("" when none)."""
+        backup = self._fw.backup
+        return backup.version if backup is not None else ""
+
+    @property
     def upload_state(self) -> UploadState:
         """State of the UPLOAD slot."""
         return self._fw.upload_state()
