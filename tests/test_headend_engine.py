@@ -404,9 +404,25 @@ def test_registering_again_soon_gets_the_same_signed_answer() -> None:
     assert wire.run(5, lambda: device.registered and device.session_id != session)
 
 
-def test_member_reached_after_the_load_time_loads_at_once() -> None:
+def test_member_reached_after_the_load_time_loads_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """scheduleReload for "now": a member that missed the multicast
-    LoadRequest gets it by unicast after the load time, as loadTime 0."""
+    LoadRequest gets it by unicast after the load time, as loadTime 0. The
+    others reboot before their async answers go out; registering again with
+    the image running counts as their answer, so each device loads once (a
+    unicast LoadRequest would make them load the UPLOAD slot again)."""
+    from emulator.node.device import Device
+
+    loads: list[str] = []
+    load = Device._load
+
+    def counted(device: Device, now: float) -> None:
+        if device.firmware.load_slot:
+            loads.append(device.identity.eui64_text)
+        load(device, now)
+
+    monkeypatch.setattr(Device, "_load", counted)
     wire, core = make_wire(3)
     upload(wire, core)
     wire.deaf.add(1)
@@ -420,6 +436,9 @@ def test_member_reached_after_the_load_time_loads_at_once() -> None:
     assert wire.run(60, lambda: not reload.active)
     assert reload.counts()["accepted"] == 3
     assert wire.run(30, lambda: all(d.running_version == "6.9.1" for d in wire.devices))
+    wire.run(30)
+    assert sorted(loads) == sorted(wire.eui(d) for d in wire.devices)
+    assert {d.results["reload"] for d in core.inventory} == {"ok"}
 
 
 def test_member_that_got_the_load_request_too_late_is_asked_to_load_now() -> None:

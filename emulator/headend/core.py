@@ -294,6 +294,7 @@ class HeadEndCore:
         answer = self._registration_answer(record, group.id, now)
         self.exchange.respond(req, Code.VALID, answer, now=now)
         self._absorb(record, report, now)
+        self._note_reloaded(record, now)
         if self.observer is not None:
             self.observer.registered(now, record, previous)
         if not report.slots:
@@ -398,6 +399,8 @@ class HeadEndCore:
             return
         self.inventory.touch(record, now)
         self._absorb(record, report, now, read=purpose is Purpose.BITMAP)
+        if purpose is Purpose.READ:  # the slots of a registration without them
+            self._note_reloaded(record, now)
         self._check_answered(record, report, purpose, now)
 
     def _check_answered(
@@ -482,6 +485,16 @@ class HeadEndCore:
             and command.file_hash == file_hash
         ):
             record.results[command.kind.value] = f"{BOOT_FAILED} ({record.version})"
+            self.inventory.mark(record.eui)
+
+    def _note_reloaded(self, record: DeviceRecord, now: float) -> None:
+        """A device that (re)registered: if it now runs the image of its
+        group's running reload, it has loaded it (:meth:`CommandCampaign.on_loaded`)."""
+        command = self.commands.get(record.group)
+        if command is None or command.kind is not CommandKind.RELOAD:
+            return
+        if record.runs(command.file_hash) and command.on_loaded(record.eui, now):
+            record.results[command.kind.value] = command.result_of(record.eui)
             self.inventory.mark(record.eui)
 
     def _campaigns_of(self, eui: str) -> list[Campaign]:

@@ -1196,6 +1196,20 @@ class CommandCampaign:
         self._dirty.add(eui)
         self._check_done(now)
 
+    def on_loaded(self, eui: str, now: float) -> bool:
+        """Member ``eui`` of a reload registered again running the image: it
+        carried out the load, so its LoadResponse is taken as given (0). Its
+        answer was an async one, lost with the reboot it announced, and
+        asking again by unicast would make it load, and reboot, a second time
+        (the UPLOAD slot still holds the image). True when this was news."""
+        member = self.members.get(eui)
+        if self.kind is not CommandKind.RELOAD or member is None:
+            return False
+        if member.code is not None or not self.active:
+            return False
+        self.on_command_response(eui, RC_OK, now)
+        return member.code == RC_OK
+
     def _late_for_load(self, member: CommandMember, code: int, now: float) -> bool:
         """A member refused the LoadRequest as invalid once the load time had
         passed (it got the request late): ask it again, by unicast, to load

@@ -149,6 +149,11 @@ class DeviceRecord:
     def is_up(self, now: float, silence: float) -> bool:
         return now - self.last_heard <= silence
 
+    def runs(self, file_hash: bytes) -> bool:
+        """The RUN slot holds the image ``file_hash``."""
+        run = self.slots.get(RUN)
+        return run is not None and run.file_hash == file_hash
+
     def to_row(self) -> dict[str, Any]:
         return DeviceRecord.row_of(self.snapshot())
 

@@ -61,7 +61,7 @@ from emulator.headend.engine import (
 )
 from emulator.headend.groups import GroupSpec
 from emulator.headend.images import ImageStore, StoredImage, choose_block_size
-from emulator.headend.inventory import RUN, DeviceRecord
+from emulator.headend.inventory import DeviceRecord
 
 logger = logging.getLogger(__name__)
 
@@ -451,7 +451,7 @@ class HeadEndApi:
             if device is None:
                 continue
             waiting += 1
-            if _runs(device, command.file_hash):
+            if device.runs(command.file_hash):
                 continue
             if not _boot_failed(device):
                 return None
@@ -464,11 +464,6 @@ def _on_nodes(members: list[DeviceRecord], name: str) -> bool:
     return bool(key) and any(
         s.name.lower() == key for d in members for s in d.slots.values() if s.file_hash
     )
-
-
-def _runs(device: DeviceRecord, file_hash: bytes) -> bool:
-    run = device.slots.get(RUN)
-    return run is not None and run.file_hash == file_hash
 
 
 def _boot_failed(device: DeviceRecord) -> bool:

@@ -273,6 +273,11 @@ def _restore_command(
         )
     if Phase(data["phase"]) in ACTIVE_PHASES and campaign.members:
         campaign.resume(now)
+        if kind is CommandKind.RELOAD:  # registered running it before the kill
+            for eui in list(campaign.members):
+                record = core.inventory.get(eui)
+                if record is not None and record.runs(campaign.file_hash):
+                    campaign.on_loaded(eui, now)
         core.adopt(campaign)
         logger.info(
             "resuming %s %d of %s: %d answers missing",
