@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from test_fleet_support import free_port, free_port_range, start_client, wait_for
 from test_headend_engine import make_wire, upload
 
@@ -125,6 +127,10 @@ async def test_fleet_counts_reboots_with_zero_boot_time() -> None:
         assert answer is not None and answer[0].code == Code.CREATED
         assert await wait_for(lambda: fleet.stats["reboots"] == 1, 3)
         assert fleet.stats["reloads"] == 0
+        fleet.power_cycle(eui)  # control API, [[faults.device]]
+        assert fleet.stats["reboots"] == 2
+        await asyncio.sleep(0.2)  # its boot ends: not counted a second time
+        assert fleet.stats["reboots"] == 2
     finally:
         transport.close()
         await fleet.stop()

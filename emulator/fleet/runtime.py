@@ -859,8 +859,7 @@ class Fleet:
     ) -> None:
         device = self._devs[i]
         if kind in ("power_cycle", "reboot_loop"):
-            device.power_cycle(now)
-            self._wheel.schedule(i, device.next_deadline())
+            self._power_cycle(i, now)
             return
         faults = device.faults or DeviceFaults()
         if kind == "refuse_transfer":
@@ -906,11 +905,17 @@ class Fleet:
 
     def power_cycle(self, eui64: int) -> None:
         """Power cycle one device now (tests, control API)."""
-        i = self._index[eui64]
-        now = time.time()
-        self._devs[i].power_cycle(now)
-        self._wheel.schedule(i, self._devs[i].next_deadline())
+        self._power_cycle(self._index[eui64], time.time())
         self._arm()
+
+    def _power_cycle(self, i: int, now: float) -> None:
+        """Device ``i`` loses power and boots: a reboot (as a RebootRequest
+        or a load, counted in :meth:`_timer_device`, which cannot see this one:
+        the device is offline from here on)."""
+        device = self._devs[i]
+        device.power_cycle(now)
+        self.stats["reboots"] += 1
+        self._wheel.schedule(i, device.next_deadline())
 
     def __repr__(self) -> str:
         return f"<Fleet {len(self._devs)} devices {self.mode or 'not started'}>"
