@@ -216,13 +216,25 @@ def _restart(
 
 @pytest.mark.parametrize("kind", [CommandKind.BACKUP, CommandKind.RELOAD])
 def test_command_collection_resumes_after_a_restart(
-    tmp_path: Path, kind: CommandKind
+    tmp_path: Path, kind: CommandKind, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A setBackup/scheduleReload collection running when the head-end died
-    goes on after the restart: the members without a stored answer are asked
-    again by unicast (two never heard the multicast; two applied it while the
-    head-end was down), and every member ends accepted with the command
-    carried out."""
+    goes on after the restart: two members never heard the multicast, two
+    applied it while their answers were not stored. The restarted head-end
+    asks by unicast every member without a stored answer, except (reload)
+    those whose stored record shows them running the image since: every
+    member ends accepted, the command carried out, each device loading once."""
+    from emulator.node.device import Device
+
+    loads: list[int] = []
+    load = Device._load
+
+    def counted(device: Device, now: float) -> None:
+        if device.firmware.load_slot:
+            loads.append(device.identity.eui64)
+        load(device, now)
+
+    monkeypatch.setattr(Device, "_load", counted)
     key = ec.generate_private_key(ec.SECP256R1())
     group = make_group("meters", id=3, multicast=GROUP_ADDR, hardware_ids=[HWID])
     core = build_core([group], key)
@@ -239,9 +251,11 @@ def test_command_collection_resumes_after_a_restart(
         kind, group, ref.sha256, members, wire.now, load_time=load_time
     )
     writes = change_writes(*core.take_changes())  # all four still pending
-    heard = wire.devices[:2]
-    if kind is CommandKind.RELOAD:  # they reboot before their async answers
-        assert wire.run(10, lambda: all(d.running_version == "6.9.1" for d in heard))
+    heard = [core.inventory.get(wire.eui(d)) for d in wire.devices[:2]]
+    if kind is CommandKind.RELOAD:  # registered again, running the image
+        assert wire.run(10, lambda: all(r and r.runs(ref.sha256) for r in heard))
+        devices, _ = core.take_changes()
+        writes += change_writes(devices, [])  # their rows, not the command's
     else:
         assert wire.run(10, lambda: command.counts()["accepted"] == 2)
     wire.deaf = set()
@@ -249,7 +263,8 @@ def test_command_collection_resumes_after_a_restart(
     fresh, restored = _restart(core, wire, writes, tmp_path)
     resumed = fresh.commands["meters"]
     assert resumed in restored and resumed.active
-    assert resumed.counts()["pending"] == 4
+    pending = 2 if kind is CommandKind.RELOAD else 4
+    assert resumed.counts()["pending"] == pending
     assert wire.run(60, lambda: not resumed.active)
     assert resumed.counts() == {
         "members": 4, "accepted": 4, "refused": 0, "noResponse": 0, "pending": 0
@@ -259,6 +274,9 @@ def test_command_collection_resumes_after_a_restart(
     else:
         done = lambda: all(d.backup_version == "6.9.1" for d in wire.devices)  # noqa: E731
     assert wire.run(30, done)
+    wire.run(30)
+    expected = [d.identity.eui64 for d in wire.devices]
+    assert sorted(loads) == (expected if kind is CommandKind.RELOAD else [])
 
 
 async def test_running_headend_picks_up_cli_changes(

@@ -276,8 +276,11 @@ def _restore_command(
         if kind is CommandKind.RELOAD:  # registered running it before the kill
             for eui in list(campaign.members):
                 record = core.inventory.get(eui)
-                if record is not None and record.runs(campaign.file_hash):
-                    campaign.on_loaded(eui, now)
+                if record is None or not record.runs(campaign.file_hash):
+                    continue
+                if campaign.on_loaded(eui, now):
+                    record.results[kind.value] = campaign.result_of(eui)
+                    core.inventory.mark(eui)
         core.adopt(campaign)
         logger.info(
             "resuming %s %d of %s: %d answers missing",
