@@ -33,3 +33,24 @@ def _find_vectors() -> Path:
 
 #: The two real firmware images of the reference material.
 VECTORS = _find_vectors()
+
+
+@pytest.fixture
+def image_loads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """EUI-64s of the devices that load a new image, one entry per load.
+
+    Counts ``Device._load`` calls that move a slot's image to RUN (a plain
+    reboot does not count), so a test can assert each device loaded once.
+    """
+    from emulator.node.device import Device
+
+    loads: list[int] = []
+    load = Device._load
+
+    def counted(device: Device, now: float) -> None:
+        if device.firmware.load_slot:
+            loads.append(device.identity.eui64)
+        load(device, now)
+
+    monkeypatch.setattr(Device, "_load", counted)
+    return loads

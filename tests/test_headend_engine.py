@@ -405,24 +405,13 @@ def test_registering_again_soon_gets_the_same_signed_answer() -> None:
 
 
 def test_member_reached_after_the_load_time_loads_at_once(
-    monkeypatch: pytest.MonkeyPatch,
+    image_loads: list[int],
 ) -> None:
     """scheduleReload for "now": a member that missed the multicast
     LoadRequest gets it by unicast after the load time, as loadTime 0. The
     others reboot before their async answers go out; registering again with
     the image running counts as their answer, so each device loads once (a
     unicast LoadRequest would make them load the UPLOAD slot again)."""
-    from emulator.node.device import Device
-
-    loads: list[str] = []
-    load = Device._load
-
-    def counted(device: Device, now: float) -> None:
-        if device.firmware.load_slot:
-            loads.append(device.identity.eui64_text)
-        load(device, now)
-
-    monkeypatch.setattr(Device, "_load", counted)
     wire, core = make_wire(3)
     upload(wire, core)
     wire.deaf.add(1)
@@ -437,7 +426,7 @@ def test_member_reached_after_the_load_time_loads_at_once(
     assert reload.counts()["accepted"] == 3
     assert wire.run(30, lambda: all(d.running_version == "6.9.1" for d in wire.devices))
     wire.run(30)
-    assert sorted(loads) == sorted(wire.eui(d) for d in wire.devices)
+    assert sorted(image_loads) == sorted(d.identity.eui64 for d in wire.devices)
     assert {d.results["reload"] for d in core.inventory} == {"ok"}
 
 

@@ -216,7 +216,7 @@ def _restart(
 
 @pytest.mark.parametrize("kind", [CommandKind.BACKUP, CommandKind.RELOAD])
 def test_command_collection_resumes_after_a_restart(
-    tmp_path: Path, kind: CommandKind, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, kind: CommandKind, image_loads: list[int]
 ) -> None:
     """A setBackup/scheduleReload collection running when the head-end died
     goes on after the restart: two members never heard the multicast, two
@@ -224,17 +224,6 @@ def test_command_collection_resumes_after_a_restart(
     asks by unicast every member without a stored answer, except (reload)
     those whose stored record shows them running the image since: every
     member ends accepted, the command carried out, each device loading once."""
-    from emulator.node.device import Device
-
-    loads: list[int] = []
-    load = Device._load
-
-    def counted(device: Device, now: float) -> None:
-        if device.firmware.load_slot:
-            loads.append(device.identity.eui64)
-        load(device, now)
-
-    monkeypatch.setattr(Device, "_load", counted)
     key = ec.generate_private_key(ec.SECP256R1())
     group = make_group("meters", id=3, multicast=GROUP_ADDR, hardware_ids=[HWID])
     core = build_core([group], key)
@@ -276,7 +265,7 @@ def test_command_collection_resumes_after_a_restart(
     assert wire.run(30, done)
     wire.run(30)
     expected = [d.identity.eui64 for d in wire.devices]
-    assert sorted(loads) == (expected if kind is CommandKind.RELOAD else [])
+    assert sorted(image_loads) == (expected if kind is CommandKind.RELOAD else [])
 
 
 async def test_running_headend_picks_up_cli_changes(
