@@ -488,10 +488,18 @@ class HeadEndCore:
             self.inventory.mark(record.eui)
 
     def _note_reloaded(self, record: DeviceRecord, now: float) -> None:
-        """A device that (re)registered: if it now runs the image of its
-        group's running reload, it has loaded it (:meth:`CommandCampaign.on_loaded`)."""
+        """A device that (re)registered: see :meth:`credit_load`."""
         command = self.commands.get(record.group)
-        if command is None or command.kind is not CommandKind.RELOAD:
+        if command is not None:
+            self.credit_load(command, record, now)
+
+    def credit_load(
+        self, command: CommandCampaign, record: DeviceRecord, now: float
+    ) -> None:
+        """If ``record`` runs the image of the reload ``command``, the device
+        has loaded it (:meth:`CommandCampaign.on_loaded`): its result and
+        inventory row say so. Also for a reload resumed after a restart."""
+        if command.kind is not CommandKind.RELOAD:
             return
         if record.runs(command.file_hash) and command.on_loaded(record.eui, now):
             record.results[command.kind.value] = command.result_of(record.eui)

@@ -273,14 +273,10 @@ def _restore_command(
         )
     if Phase(data["phase"]) in ACTIVE_PHASES and campaign.members:
         campaign.resume(now)
-        if kind is CommandKind.RELOAD:  # registered running it before the kill
-            for eui in list(campaign.members):
-                record = core.inventory.get(eui)
-                if record is None or not record.runs(campaign.file_hash):
-                    continue
-                if campaign.on_loaded(eui, now):
-                    record.results[kind.value] = campaign.result_of(eui)
-                    core.inventory.mark(eui)
+        for eui in list(campaign.members):  # registered running it before the kill
+            record = core.inventory.get(eui)
+            if record is not None:
+                core.credit_load(campaign, record, now)
         core.adopt(campaign)
         logger.info(
             "resuming %s %d of %s: %d answers missing",
